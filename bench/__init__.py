@@ -1,0 +1,1 @@
+"""Micro-benchmarks of library pieces (run as ``python -m bench.<name>``)."""

@@ -1,0 +1,277 @@
+"""``params.yaml`` -> frozen, typed config objects, one per section (SPEC §5).
+
+Every field is checked on load: unknown or missing keys, wrong types and out-of-range values raise one
+``ConfigError`` that names the key path and the allowed values, so a typo never runs silently. The
+params file must set every key (it is the one source of truth of a run); the dataclass defaults only
+serve library users who build configs in code. Optional keys (``null`` allowed) may be left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+BIT_RANGE = (2, 16)  # bit-widths a candidate (or the fixed first/last precision) may take
+DATASETS = ("fashion_mnist", "cifar10", "image_folder")
+SCHEDULES = ("onecycle", "cosine", "constant")
+METHODS = ("uniform",)
+
+
+class ConfigError(ValueError):
+    """A params file that does not describe a valid run; the message names the key path."""
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict:
+    return {"range": (lo, hi)}
+
+
+def _choices(*allowed: str) -> dict:
+    return {"choices": allowed}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = field(default="fashion_mnist", metadata=_choices(*DATASETS))
+    root: str | None = None  # folder with the raw files; None = the default lookup (SPEC §4)
+    allow_download: bool = True  # torchvision download into data/raw when online (Fashion-MNIST only)
+    image_size: int | None = field(default=None, metadata=_range(8, 1024))  # image_folder only
+    search_val_size: int = field(default=5000, metadata=_range(1))
+    train_size: int | None = field(default=None, metadata=_range(1))  # None = the rest of the pool
+    test_size: int | None = field(default=None, metadata=_range(1))  # None = the whole test set
+
+    def check(self, path: str) -> None:
+        if self.dataset == "image_folder" and self.image_size is None:
+            raise ConfigError(f"{path}.image_size: required when dataset is image_folder (e.g. 224)")
+        if self.dataset in ("cifar10", "image_folder") and self.root is None:
+            raise ConfigError(f"{path}.root: required for dataset {self.dataset!r} (the folder holding it)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "compact_resnet"  # checked against the model registry when the model is built
+    pretrained: str | None = None  # local state_dict file; None = train from scratch in `pretrain`
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One recipe for the shared training loop (pretraining and QAT fine-tuning)."""
+
+    epochs: int = field(default=1, metadata=_range(0))
+    batch_size: int = field(default=128, metadata=_range(1))
+    lr: float = field(default=0.1, metadata=_range(0.0))
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    weight_decay: float = field(default=5e-4, metadata=_range(0.0))
+    nesterov: bool = True
+    schedule: str = field(default="onecycle", metadata=_choices(*SCHEDULES))
+    samples_per_epoch: int | None = field(default=None, metadata=_range(1))  # None = the whole split
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    methods: tuple[str, ...] = ("uniform",)
+
+    def check(self, path: str) -> None:
+        if not self.methods:
+            raise ConfigError(f"{path}.methods: must not be empty; allowed: {', '.join(METHODS)}")
+        for method in self.methods:
+            if method not in METHODS:
+                raise ConfigError(f"{path}.methods: unknown method {method!r}; allowed: {', '.join(METHODS)}")
+
+
+@dataclass(frozen=True)
+class BitsPair:
+    w_bits: int = field(default=8, metadata=_range(*BIT_RANGE))
+    a_bits: int = field(default=8, metadata=_range(*BIT_RANGE))
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    w_bits: tuple[int, ...] = (2, 3, 4, 8)  # weight candidates B_w
+    a_bits: tuple[int, ...] = (2, 3, 4, 8)  # activation candidates B_a
+    first_last: BitsPair = BitsPair()  # fixed precision of the first conv and the last linear
+
+    def check(self, path: str) -> None:
+        lo, hi = BIT_RANGE
+        for kind in ("w_bits", "a_bits"):
+            bits = getattr(self, kind)
+            if not bits:
+                raise ConfigError(f"{path}.{kind}: the candidate list is empty; give bit-widths in [{lo}, {hi}]")
+            bad = [b for b in bits if not lo <= b <= hi]
+            if bad:
+                raise ConfigError(f"{path}.{kind}: {bad} out of range; allowed bit-widths: integers in [{lo}, {hi}]")
+            if len(set(bits)) != len(bits):
+                raise ConfigError(f"{path}.{kind}: duplicate candidates in {list(bits)}")
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    batches: int = field(default=8, metadata=_range(1))
+    batch_size: int = field(default=128, metadata=_range(1))
+    max_activation_samples: int = field(default=200_000, metadata=_range(1000))
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Exactly one of ``avg_bits`` (BitOps of uniform W{b}A{b}) or ``gbitops``; ``size_mb`` optional."""
+
+    avg_bits: float | None = field(default=None, metadata=_range(*BIT_RANGE))
+    gbitops: float | None = field(default=None, metadata=_range(0.0))
+    size_mb: float | None = field(default=None, metadata=_range(0.0))
+
+    def check(self, path: str) -> None:
+        if (self.avg_bits is None) == (self.gbitops is None):
+            raise ConfigError(f"{path}: give exactly one of avg_bits or gbitops (size_mb is optional)")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    budget: BudgetConfig = BudgetConfig(avg_bits=4)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    title: str = "SMPQ report"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = True
+    experiment: str = "smpq"
+    uri: str | None = None  # None = sqlite file in the project; MLFLOW_TRACKING_URI overrides both
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = field(default=0, metadata=_range(0))
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: TrainConfig = TrainConfig(epochs=3)
+    calibrate: CalibrateConfig = CalibrateConfig()
+    quant: QuantConfig = QuantConfig()
+    finetune: FinetuneConfig = FinetuneConfig(lr=0.01)
+    select: SelectConfig = SelectConfig()
+    report: ReportConfig = ReportConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read a params YAML file (plus optional dotted-key ``overrides``) into validated ``Params``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        return parse_config(Params, data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def parse_config(cls: type, data: Any, path: str) -> Any:
+    """Build the frozen dataclass ``cls`` from a mapping, checking keys, types and ranges."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'params'}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = _join(path, str(unknown[0]))
+        raise ConfigError(f"{where}: unknown key; allowed keys: {', '.join(fields)}")
+    missing = [name for name in fields if name not in data and not _optional(hints[name])]
+    if missing:
+        raise ConfigError(f"{_join(path, missing[0])}: missing key; every key must be set in the params file "
+                          f"(this section needs: {', '.join(fields)})")
+    values = {}
+    for name, value in data.items():
+        key = _join(path, name)
+        values[name] = _check_value(_convert(hints[name], value, key), fields[name].metadata, key)
+    values.update({name: None for name in fields if name not in data})  # an omitted optional key is None
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check(path or "params")
+    return obj
+
+
+def as_flat_dict(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"pretrain.lr": 0.1, ...}`` for logging a config object as flat params."""
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        key = _join(prefix, f.name)
+        if dataclasses.is_dataclass(value):
+            flat.update(as_flat_dict(value, key))
+        else:
+            flat[key] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key)
+    if dataclasses.is_dataclass(hint):
+        return parse_config(hint, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not in params
+
+
+def _optional(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _check_value(value: Any, metadata: Mapping[str, Any], key: str) -> Any:
+    if value is None:
+        return value
+    if "choices" in metadata and value not in metadata["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(metadata['choices'])}")
+    if "range" in metadata:
+        lo, hi = metadata["range"]
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            allowed = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise ConfigError(f"{key}: {value!r} out of range; allowed: {allowed}")
+    return value
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

@@ -1,0 +1,167 @@
+"""The one training loop, shared by pretraining, supernet training and QAT fine-tuning.
+
+Metrics leave through an ``on_epoch`` callback (the stages forward them to MLflow); extra per-step
+work (e.g. the supernet's α update on ``search_val``) plugs in through ``before_step``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from smpq.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+StepHook = Callable[[int], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: training cannot continue meaningfully."""
+
+
+@dataclass
+class Batches:
+    """A loader plus how to position it at an epoch (seeded order per epoch, see ``smpq.data``)."""
+
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+        return self.loader
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum; weight decay from the recipe."""
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Per-step learning-rate schedule: one-cycle (Smith 2018), cosine to zero, or constant."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def train(model: nn.Module, loader, cfg: TrainConfig, *, eval_loader=None, on_epoch: EpochCallback | None = None,
+          before_step: StepHook | None = None, desc: str = "train", progress: bool = True) -> list[dict[str, float]]:
+    """Train ``model`` with the recipe ``cfg``; returns one metrics dict per epoch."""
+    optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
+    scheduler = make_scheduler(optimizer, cfg, len(loader))
+    return fit(model, loader, optimizer, epochs=cfg.epochs, scheduler=scheduler, eval_loader=eval_loader,
+               on_epoch=on_epoch, before_step=before_step, desc=desc, progress=progress)
+
+
+def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: int, scheduler=None,
+        eval_loader=None, on_epoch: EpochCallback | None = None, before_step: StepHook | None = None,
+        desc: str = "train", progress: bool = True) -> list[dict[str, float]]:
+    """Cross-entropy training for ``epochs``; evaluates ``eval_loader`` after each epoch if given.
+
+    ``before_step(global_step)`` runs before every weight step (used for the DARTS-style α step).
+    A non-finite loss stops training with ``TrainingDiverged`` naming the epoch and step.
+    """
+    batches = Batches(loader)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        totals = _Totals()
+        bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"{desc} {epoch + 1}/{epochs}",
+                   disable=not progress, leave=False)
+        for images, labels in bar:
+            if before_step is not None:
+                before_step(step)
+                model.train()
+            logits = model(images)
+            loss = nn.functional.cross_entropy(logits, labels)
+            _check_finite(loss, epoch, step, desc)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            totals.add(loss.detach(), logits.detach(), labels)
+            bar.set_postfix(loss=f"{totals.loss:.3f}", top1=f"{totals.top1:.3f}", refresh=False)
+            step += 1
+        metrics = {"train_loss": totals.loss, "train_top1": totals.top1,
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - start}
+        if eval_loader is not None:
+            metrics.update({f"val_{k}": v for k, v in evaluate(model, eval_loader).items()})
+        metrics["epoch"] = epoch + 1
+        log.info("%s epoch %d/%d: %s", desc, epoch + 1, epochs, _fmt(metrics))
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, metrics)
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, *, progress: bool = False, desc: str = "eval") -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy (fraction in [0, 1]) in eval mode."""
+    was_training = model.training
+    model.eval()
+    totals = _Totals()
+    for images, labels in tqdm(Batches(loader).epoch(0), desc=desc, disable=not progress, leave=False):
+        logits = model(images)
+        totals.add(nn.functional.cross_entropy(logits, labels), logits, labels)
+    model.train(was_training)
+    return {"loss": totals.loss, "top1": totals.top1}
+
+
+class _Totals:
+    """Running sample-weighted loss and accuracy."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.loss_sum = 0.0
+        self.correct = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = labels.numel()
+        self.n += n
+        self.loss_sum += float(loss) * n
+        self.correct += int((logits.argmax(dim=1) == labels).sum())
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.n, 1)
+
+    @property
+    def top1(self) -> float:
+        return self.correct / max(self.n, 1)
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int, desc: str) -> None:
+    if not math.isfinite(float(loss)):
+        raise TrainingDiverged(f"{desc}: loss became {float(loss)} at epoch {epoch + 1}, step {step}; "
+                               "lower the learning rate (lr in params.yaml) or check the input data")
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+def iterate_forever(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches over successive epochs (for the α steps that sample ``search_val``)."""
+    epoch = 0
+    batches = Batches(loader)
+    while True:
+        yield from batches.epoch(epoch)
+        epoch += 1

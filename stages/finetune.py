@@ -1,0 +1,59 @@
+"""Stage ``finetune@<method>``: quantization-aware training of one method's policy from the FP weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from smpq.artifacts import load_state_dict, read_json, save_state_dict, write_json
+from smpq.cost import CostTable, bitops, size_bytes
+from smpq.policy import Policy
+from smpq.quant import Calibration, apply_policy
+from smpq.train import evaluate, train
+from stages.inputs import build_model, load_prepared
+from stages.plots import training_curves
+from stages.session import parse_args, session
+
+EVAL_BATCH = 1024
+
+
+def run(params, method: str, *, prepared_dir: Path, pretrain_dir: Path, calibrate_dir: Path, select_dir: Path,
+        out: Path, results: Path, on_epoch=None) -> dict:
+    prepared = load_prepared(prepared_dir)
+    table = CostTable.from_dict(read_json(calibrate_dir / "cost_table.json"))
+    policy = Policy.load(select_dir / f"{method}.yaml")
+    calibration = Calibration.from_state_dict(load_state_dict(calibrate_dir / "calibration.pt"))
+    cfg = params.finetune
+    torch.manual_seed(params.seed)
+    model = apply_policy(build_model(params, prepared, pretrain_dir / "model.pt"), policy, calibration)
+    train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True,
+                                   augment=cfg.augment, samples_per_epoch=cfg.samples_per_epoch)
+    val_loader = prepared.loader("search_val", batch_size=EVAL_BATCH, seed=params.seed)
+    history = train(model, train_loader, cfg, eval_loader=val_loader, on_epoch=on_epoch, desc=f"finetune {method}")
+    test = evaluate(model, prepared.loader("test", batch_size=EVAL_BATCH, seed=params.seed), desc="test")
+    save_state_dict(out / "model.pt", model.state_dict())
+    policy.save(out / "policy.yaml")
+    metrics = {"method": method, "policy": policy.label(exclude=(table.first, table.last)), "top1": test["top1"], "loss": test["loss"],
+               "gbitops": bitops(table, policy) / 1e9, "size_mb": size_bytes(table, policy) / 1e6,
+               "epochs": cfg.epochs, "train_seconds": sum(h["epoch_seconds"] for h in history)}
+    write_json(results / "metrics.json", metrics)
+    write_json(results / "history.json", history)
+    training_curves(history, results / "curves.png", f"finetune {method} (QAT)")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args("finetune", ["prepared", "pretrain", "calibrate", "select", "out", "results"], argv,
+                      extra=lambda p: p.add_argument("--method", required=True))
+    with session(f"finetune@{args.method}", args, sections=("model", "quant", "finetune")) as s:
+        metrics = run(s.params, args.method, prepared_dir=args.prepared, pretrain_dir=args.pretrain,
+                      calibrate_dir=args.calibrate, select_dir=args.select, out=args.out, results=args.results,
+                      on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch))
+        s.tracker.log_metrics(metrics)
+        s.tracker.log_artifact(args.results)
+        s.tracker.log_artifact(args.out / "policy.yaml")
+
+
+if __name__ == "__main__":
+    main()

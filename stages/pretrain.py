@@ -1,0 +1,49 @@
+"""Stage ``pretrain``: train (or load and optionally continue) the full-precision model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from smpq.artifacts import save_state_dict, write_json
+from smpq.train import evaluate, train
+from stages.inputs import build_model, load_prepared
+from stages.plots import training_curves
+from stages.session import parse_args, session
+
+EVAL_BATCH = 1024
+
+
+def run(params, *, prepared_dir: Path, out: Path, results: Path, on_epoch=None) -> dict:
+    prepared = load_prepared(prepared_dir)
+    cfg = params.pretrain
+    torch.manual_seed(params.seed)
+    pretrained = Path(params.model.pretrained) if params.model.pretrained else None
+    model = build_model(params, prepared, pretrained)
+    train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True,
+                                   augment=cfg.augment, samples_per_epoch=cfg.samples_per_epoch)
+    val_loader = prepared.loader("search_val", batch_size=EVAL_BATCH, seed=params.seed)
+    history = train(model, train_loader, cfg, eval_loader=val_loader, on_epoch=on_epoch, desc="pretrain")
+    test = evaluate(model, prepared.loader("test", batch_size=EVAL_BATCH, seed=params.seed), desc="test")
+    save_state_dict(out / "model.pt", model.state_dict())
+    metrics = {"fp_top1": test["top1"], "fp_loss": test["loss"], "epochs": cfg.epochs,
+               "train_seconds": sum(h["epoch_seconds"] for h in history)}
+    write_json(results / "metrics.json", metrics)
+    write_json(results / "history.json", history)
+    training_curves(history, results / "curves.png", "pretrain (full precision)")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args("pretrain", ["prepared", "out", "results"], argv)
+    with session("pretrain", args, sections=("model", "pretrain")) as s:
+        metrics = run(s.params, prepared_dir=args.prepared, out=args.out, results=args.results,
+                      on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch))
+        s.tracker.log_metrics(metrics)
+        s.tracker.log_artifact(args.results)
+        s.tracker.log_artifact(args.out / "model.pt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""What every stage entry point shares: arguments, logging, params, tracking and clean failures.
+
+A stage is ``python -m stages.<name> --params params.yaml --<input> PATH ... --out PATH``; every path
+comes from ``dvc.yaml``. Known failures (bad params, missing inputs, divergence) end with one line
+``error: ...`` and exit status 1; the stage's outputs are written atomically, so none is half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from smpq.artifacts import ArtifactError
+from smpq.config import ConfigError, Params, as_flat_dict, load_params
+from smpq.data import DataError
+from smpq.train import TrainingDiverged
+from stages.tracking import Tracker, stage_run
+
+log = logging.getLogger("smpq.stage")
+
+KNOWN_FAILURES = (ConfigError, ArtifactError, DataError, TrainingDiverged, FileNotFoundError, ValueError, KeyError)
+
+
+@dataclass
+class Session:
+    name: str
+    params: Params
+    args: argparse.Namespace
+    tracker: Tracker
+    root: Path
+
+
+def parse_args(name: str, paths: list[str], argv: list[str] | None = None,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=f"SMPQ stage '{name}'")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default params.yaml)")
+    for path in paths:
+        parser.add_argument(f"--{path}", type=Path, required=True)
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def session(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> Iterator[Session]:
+    """Load params, open the stage's MLflow child run and log the ``sections`` it depends on."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
+    try:
+        params = load_params(args.params)
+        with stage_run(name, params.tracking, root) as tracker:
+            flat = {"seed": params.seed}
+            for section in sections:
+                flat.update(as_flat_dict(getattr(params, section), section))
+            tracker.log_params(flat)
+            yield Session(name, params, args, tracker, root)
+    except KNOWN_FAILURES as err:
+        log.debug("stage %s failed", name, exc_info=True)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: stage '{name}' failed: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def seeded(seed: int, offset: int) -> torch.Generator:
+    """A generator for one purpose of a stage (``offset`` keeps purposes independent)."""
+    return torch.Generator().manual_seed(seed * 1000 + offset)

@@ -1,0 +1,166 @@
+"""MLflow tracking for stages: one parent run per pipeline execution, one child run per stage.
+
+Stages run as separate processes (under ``dvc repro`` or the Prefect flow), so they are grouped by a
+pipeline id: ``SMPQ_PIPELINE_RUN_ID`` when the caller sets it (the Prefect flow does), otherwise the
+``dvc repro`` process that started the stage, otherwise a fresh id (a stage run by hand). The parent
+run carries the tag ``smpq.pipeline_id``; children point at it with ``mlflow.parentRunId``
+(explicit ids, not the thread-local active run: see notes/orchestration.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from smpq.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+PIPELINE_ENV = "SMPQ_PIPELINE_RUN_ID"
+PIPELINE_TAG = "smpq.pipeline_id"
+ROLE_TAG = "smpq.role"
+
+
+def tracking_uri(cfg: TrackingConfig, root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` > ``tracking.uri`` > a SQLite file at the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri or f"sqlite:///{root.resolve() / 'mlflow.db'}"
+
+
+def pipeline_id() -> str:
+    """The id that groups this stage with the other stages of the same pipeline execution."""
+    return os.environ.get(PIPELINE_ENV) or _dvc_ancestor_id() or f"standalone-{uuid.uuid4().hex[:12]}"
+
+
+def _dvc_ancestor_id() -> str | None:
+    """``dvc-<pid>-<start time>`` of the nearest ancestor process running ``dvc repro``/``dvc exp``."""
+    pid = os.getppid()
+    for _ in range(8):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        words = [Path(w.decode(errors="replace")).name for w in cmdline if w]
+        if "dvc" in words and ({"repro", "exp"} & set(words)):
+            return f"dvc-{pid}-{stat[19]}"  # field 22 (starttime) makes a reused pid unique
+        pid = int(stat[1])  # field 4: parent pid
+        if pid <= 1:
+            return None
+    return None
+
+
+class Tracker:
+    """Logs to one MLflow run through explicit ids (safe in threads and subprocesses)."""
+
+    def __init__(self, client: Any, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if isinstance(v, (int, float))]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.exists():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+
+class NullTracker(Tracker):
+    """Tracking switched off (``tracking.enabled: false``): every call is a no-op."""
+
+    def __init__(self) -> None:
+        super().__init__(client=None, run_id="")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        pass
+
+
+@contextmanager
+def stage_run(stage: str, cfg: TrackingConfig, root: Path) -> Iterator[Tracker]:
+    """A child run named ``stage`` under this pipeline execution's parent run; FAILED on an exception."""
+    if not cfg.enabled:
+        yield NullTracker()
+        return
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, root))
+    experiment_id = _experiment(client, cfg.experiment, root)
+    group = pipeline_id()
+    parent = _parent_run(client, experiment_id, group)
+    run = client.create_run(experiment_id, run_name=stage, tags={
+        "mlflow.parentRunId": parent, PIPELINE_TAG: group, ROLE_TAG: "stage", "smpq.stage": stage})
+    tracker = Tracker(client, run.info.run_id)
+    log.info("MLflow: stage run %s under pipeline run %s (%s)", run.info.run_id, parent, group)
+    try:
+        yield tracker
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        client.set_terminated(parent, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+
+
+def _experiment(client: Any, name: str, root: Path) -> str:
+    """The experiment's id, creating it with artifacts under ``<root>/mlruns`` (not the cwd)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=(root.resolve() / "mlruns").as_uri())
+
+
+def _parent_run(client: Any, experiment_id: str, group: str) -> str:
+    runs = client.search_runs([experiment_id], max_results=1, filter_string=(
+        f"tags.`{PIPELINE_TAG}` = '{group}' and tags.`{ROLE_TAG}` = 'pipeline'"))
+    if runs:
+        return runs[0].info.run_id
+    run = client.create_run(experiment_id, run_name=f"pipeline {group}",
+                            tags={PIPELINE_TAG: group, ROLE_TAG: "pipeline"})
+    return run.info.run_id
+
+
+def find_parent_run(cfg: TrackingConfig, root: Path, group: str) -> str | None:
+    """The parent run id of pipeline execution ``group`` (used by the Prefect flow to report it)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, root))
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], max_results=1, filter_string=(
+        f"tags.`{PIPELINE_TAG}` = '{group}' and tags.`{ROLE_TAG}` = 'pipeline'"))
+    return runs[0].info.run_id if runs else None

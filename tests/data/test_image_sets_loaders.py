@@ -1,0 +1,129 @@
+"""Image-set storage and statistics, augmentation, and the seeded batch loader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smpq.artifacts import ArtifactError, save_state_dict
+from smpq.data import (FileImages, TensorImages, augment_batch, channel_stats, load_image_set, make_loader,
+                       save_image_set)
+
+
+def _images(n=50, channels=1, size=8, seed=0) -> TensorImages:
+    g = torch.Generator().manual_seed(seed)
+    return TensorImages(torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g),
+                        torch.arange(n) % 10)
+
+
+def _epoch(loader, epoch):
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def test_tensor_images_save_load_round_trip_and_subset(tmp_path):
+    images = _images().subset(np.array([3, 1, 7]))
+    assert images.labels.tolist() == [3, 1, 7]
+    loaded = load_image_set(save_image_set(tmp_path / "s.pt", images))
+    assert isinstance(loaded, TensorImages) and torch.equal(loaded.images, images.images)
+    assert torch.equal(loaded.labels, images.labels)
+
+
+def test_file_images_save_load_round_trip(tmp_path):
+    images = FileImages(tmp_path, ["a/x.png", "b/y.png"], torch.tensor([0, 1]), image_size=16)
+    loaded = load_image_set(save_image_set(tmp_path / "s.pt", images.subset(np.array([1]))))
+    assert isinstance(loaded, FileImages) and loaded.files == ["b/y.png"] and loaded.labels.tolist() == [1]
+    assert (loaded.root, loaded.image_size, loaded.in_channels) == (tmp_path, 16, 3)
+
+
+def test_corrupt_or_foreign_image_set_file(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="bad.pt"):
+        load_image_set(tmp_path / "bad.pt")
+    save_state_dict(tmp_path / "other.pt", {"weight": torch.zeros(2)})
+    with pytest.raises(ArtifactError, match="not an SMPQ image set"):
+        load_image_set(tmp_path / "other.pt")
+    save_state_dict(tmp_path / "broken.pt", {"format": "smpq.image_set", "version": 1, "kind": "tensor",
+                                             "labels": torch.zeros(3, dtype=torch.int64)})
+    with pytest.raises(ArtifactError, match="incomplete or inconsistent"):
+        load_image_set(tmp_path / "broken.pt")
+
+
+def test_channel_stats_matches_numpy_and_subsamples_by_seed():
+    images = _images(n=40, channels=3)
+    pixels = images.images.numpy() / 255.0
+    mean, std = channel_stats(images)
+    assert mean == pytest.approx(pixels.mean(axis=(0, 2, 3)).tolist(), rel=1e-9)
+    assert std == pytest.approx(pixels.std(axis=(0, 2, 3)).tolist(), rel=1e-9)
+    assert channel_stats(images, max_samples=10, seed=1) == channel_stats(images, max_samples=10, seed=1)
+    assert channel_stats(images, max_samples=10, seed=1) != channel_stats(images, max_samples=10, seed=2)
+
+
+def test_augment_is_a_padded_crop_or_its_mirror():
+    batch = _images(n=64, channels=3, size=16).images
+    out = augment_batch(batch, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(batch, (2, 2, 2, 2))
+    flips = 0
+    for src, got in zip(padded, out):
+        crops = [src[:, y:y + 16, x:x + 16] for y in range(5) for x in range(5)]
+        plain = any(torch.equal(got, c) for c in crops)
+        mirrored = any(torch.equal(got, c.flip(-1)) for c in crops)
+        assert plain or mirrored
+        flips += mirrored and not plain
+    assert 10 < flips < 54
+    assert torch.equal(out, augment_batch(batch, torch.Generator().manual_seed(0)))
+
+
+def test_loader_normalises_exactly():
+    images = _images(n=10, channels=2)
+    loader = make_loader(images, batch_size=4, mean=[0.5, 0.25], std=[0.2, 0.4], shuffle=False, seed=0)
+    batches = _epoch(loader, 0)
+    assert len(loader) == 3 and [len(y) for _, y in batches] == [4, 4, 2]
+    x = torch.cat([b for b, _ in batches])
+    expected = (images.images.double() / 255 - torch.tensor([0.5, 0.25]).view(1, 2, 1, 1)) / \
+        torch.tensor([0.2, 0.4]).view(1, 2, 1, 1)
+    assert x.dtype == torch.float32 and torch.allclose(x.double(), expected, atol=1e-5)
+    assert torch.equal(torch.cat([y for _, y in batches]), images.labels)
+
+
+def test_loader_same_seed_and_epoch_same_batches_other_epoch_other_order():
+    images = _images(n=50)
+    kwargs = {"batch_size": 8, "mean": [0.5], "std": [0.25], "shuffle": True, "augment": True}
+    a, b = make_loader(images, seed=7, **kwargs), make_loader(images, seed=7, **kwargs)
+    epoch1 = _epoch(a, 1)
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(epoch1, _epoch(b, 1)))
+    order = lambda batches: torch.cat([y for _, y in batches]).tolist()
+    assert order(_epoch(a, 2)) != order(epoch1) and order(_epoch(a, 1)) == order(epoch1)
+    assert order(_epoch(make_loader(images, seed=8, **kwargs), 1)) != order(epoch1)
+    assert not torch.equal(a.epoch_indices(1), torch.arange(50))
+    assert sorted(a.epoch_indices(1).tolist()) == list(range(50))
+
+
+def test_loader_samples_per_epoch_and_drop_last():
+    images = _images(n=50)
+    loader = make_loader(images, batch_size=8, mean=[0.5], std=[0.25], shuffle=False, seed=0,
+                         samples_per_epoch=20, drop_last=True)
+    assert len(loader) == 2 and sum(len(y) for _, y in _epoch(loader, 0)) == 16
+    first, second = loader.epoch_indices(0), loader.epoch_indices(1)
+    assert len(first) == 20 and len(set(first.tolist())) == 20 and torch.equal(first, first.sort().values)
+    assert not torch.equal(first, second)
+    full = make_loader(images, batch_size=8, mean=[0.5], std=[0.25], shuffle=True, seed=0, samples_per_epoch=500)
+    assert len(full) == 7 and sum(len(y) for _, y in _epoch(full, 0)) == 50
+
+
+def test_loader_rejects_wrong_normalisation_length():
+    with pytest.raises(ValueError, match="one value per channel"):
+        make_loader(_images(channels=3), batch_size=4, mean=[0.5], std=[0.2], shuffle=False, seed=0)
+
+
+def test_torch_dataset_is_seeded_per_index_and_epoch():
+    images = _images(n=6, size=16)
+    ds = images.torch_dataset([0.5], [0.25], augment=True, seed=3)
+    x, y = ds[2]
+    assert x.shape == (1, 16, 16) and y == 2 and torch.equal(x, ds[2][0])
+    epoch0 = torch.stack([ds[i][0] for i in range(6)])
+    ds.set_epoch(1)
+    assert not torch.equal(epoch0, torch.stack([ds[i][0] for i in range(6)]))
+    plain = images.torch_dataset([0.5], [0.25])[4][0]
+    assert torch.allclose(plain, (images.images[4].float() / 255 - 0.5) / 0.25, atol=1e-5)

@@ -1,0 +1,69 @@
+"""Whole-pipeline smoke run on a tiny subsample: outputs, no-op rerun, targeted rerun, MLflow runs."""
+
+import json
+import time
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.pipeline.conftest import run
+
+STAGES = {"prepare", "pretrain", "calibrate", "select", "finetune@uniform", "report"}
+
+
+def test_pipeline_writes_report_and_metrics(reproduced):
+    report = (reproduced / "results/report/report.md").read_text()
+    assert "| uniform | W4A4 |" in report and "full precision" in report
+    metrics = json.loads((reproduced / "results/report/metrics.json").read_text())
+    assert 0.5 < metrics["fp_top1"] <= 1.0  # 1 epoch on 2 000 images is far above chance (0.1)
+    assert 0.1 < metrics["uniform_top1"] <= 1.0
+    card = json.loads((reproduced / "data/prepared/card.json").read_text())
+    assert card["counts"] == {"train": 2000, "search_val": 500, "test": 1000}
+    assert (reproduced / "results/report/accuracy_vs_bitops.png").stat().st_size > 1000
+
+
+def test_second_repro_is_a_noop(reproduced):
+    start = time.perf_counter()
+    proc = run(["dvc", "repro"], reproduced)
+    elapsed = time.perf_counter() - start
+    for stage in STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
+    assert "Running stage" not in proc.stdout
+    assert elapsed < 30  # the acceptance target is 10 s on an idle machine; tests run beside others
+
+
+def test_changing_finetune_epochs_reruns_only_finetune_and_report(reproduced):
+    params_file = reproduced / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["finetune"]["epochs"] = 2
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(run(["dvc", "status", "--json"], reproduced).stdout)
+        assert set(status) == {"finetune@uniform"}
+        dry = run(["dvc", "repro", "--dry"], reproduced).stdout
+        assert "Running stage 'finetune@uniform'" in dry and "Running stage 'report'" in dry
+        for stage in ("prepare", "pretrain", "calibrate", "select"):
+            assert f"Running stage '{stage}'" not in dry
+    finally:
+        params_file.write_text(original)
+
+
+def test_mlflow_holds_one_parent_with_a_child_per_stage(reproduced):
+    client = MlflowClient(tracking_uri=f"sqlite:///{reproduced / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smpq")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("smpq.role") == "pipeline"]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {r.info.run_name for r in children} == STAGES
+    assert len(runs) == 1 + len(STAGES)
+    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
+    pretrain = next(r for r in children if r.info.run_name == "pretrain")
+    assert float(pretrain.data.params["pretrain.lr"]) == 0.05
+    assert 0.5 < pretrain.data.metrics["fp_top1"] <= 1.0
+    assert len(client.get_metric_history(pretrain.info.run_id, "val_top1")) == 1  # one per epoch
+    assert {a.path for a in client.list_artifacts(pretrain.info.run_id)} >= {"model.pt", "metrics.json", "curves.png"}
+    report = next(r for r in children if r.info.run_name == "report")
+    assert {a.path for a in client.list_artifacts(report.info.run_id)} >= {"report.md", "accuracy_vs_bitops.png"}

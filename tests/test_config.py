@@ -1,0 +1,103 @@
+"""params.yaml -> typed config: every bad input is rejected with the key path and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smpq.config import ConfigError, Params, as_flat_dict, load_params
+
+PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def write(tmp_path, changes) -> Path:
+    """The project's params.yaml with ``changes`` merged into its sections."""
+    data = yaml.safe_load(PROJECT_PARAMS.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_project_params_load_and_are_frozen():
+    params = load_params(PROJECT_PARAMS)
+    assert isinstance(params, Params)
+    assert params.quant.w_bits == (2, 3, 4, 8)
+    with pytest.raises(AttributeError):
+        params.pretrain.epochs = 5  # frozen
+
+
+def test_every_key_must_be_set(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\n")
+    with pytest.raises(ConfigError, match="data: missing key; every key must be set"):
+        load_params(path)
+    data = yaml.safe_load(PROJECT_PARAMS.read_text())
+    del data["pretrain"]["lr"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"pretrain.lr: missing key.*needs: epochs, batch_size, lr"):
+        load_params(path)
+
+
+def test_overrides_use_dotted_keys(tmp_path):
+    params = load_params(write(tmp_path, {}), {"finetune.epochs": 7,
+                                               "select.budget": {"gbitops": 1.5, "avg_bits": None, "size_mb": None}})
+    assert params.finetune.epochs == 7
+    assert params.select.budget.gbitops == 1.5 and params.select.budget.avg_bits is None
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"pretrain": {"epoch": 3}}, "pretrain.epoch: unknown key; allowed keys: epochs, batch_size"),
+    ({"colour": 1}, "colour: unknown key; allowed keys: seed, data"),
+    ({"pretrain": {"epochs": "three"}}, "pretrain.epochs: expected an integer, got 'three'"),
+    ({"pretrain": {"epochs": 2.5}}, "pretrain.epochs: expected an integer, got 2.5"),
+    ({"pretrain": {"epochs": True}}, "pretrain.epochs: expected an integer, got True"),
+    ({"pretrain": {"epochs": -1}}, "pretrain.epochs: -1 out of range; allowed: >= 0"),
+    ({"pretrain": {"momentum": 1.5}}, "pretrain.momentum: 1.5 out of range; allowed: [0.0, 1.0]"),
+    ({"pretrain": {"lr": "fast"}}, "pretrain.lr: expected a number, got 'fast'"),
+    ({"pretrain": {"nesterov": "yes"}}, "pretrain.nesterov: expected true or false, got 'yes'"),
+    ({"pretrain": {"schedule": "step"}}, "pretrain.schedule: 'step' is not allowed; allowed: onecycle, cosine, constant"),
+    ({"data": {"dataset": "mnist"}}, "data.dataset: 'mnist' is not allowed; allowed: fashion_mnist, cifar10, image_folder"),
+    ({"data": {"dataset": "cifar10"}}, "data.root: required for dataset 'cifar10'"),
+    ({"data": {"dataset": "image_folder", "root": "/x"}}, "data.image_size: required when dataset is image_folder"),
+    ({"quant": {"w_bits": []}}, "quant.w_bits: the candidate list is empty; give bit-widths in [2, 16]"),
+    ({"quant": {"a_bits": [2, 40]}}, "quant.a_bits: [40] out of range; allowed bit-widths: integers in [2, 16]"),
+    ({"quant": {"a_bits": [4, 4]}}, "quant.a_bits: duplicate candidates in [4, 4]"),
+    ({"quant": {"w_bits": 4}}, "quant.w_bits: expected a list, got 4"),
+    ({"quant": {"first_last": {"w_bits": 8.5, "a_bits": 8}}}, "quant.first_last.w_bits: expected an integer, got 8.5"),
+    ({"quant": {"first_last": {"w_bits": 8, "a_bits": 1}}}, "quant.first_last.a_bits: 1 out of range; allowed: [2, 16]"),
+    ({"quant": {"first_last": {"w_bits": 8, "a_bits": 64}}}, "quant.first_last.a_bits: 64 out of range; allowed: [2, 16]"),
+    ({"select": {"budget": {"avg_bits": 3, "gbitops": 1.0, "size_mb": None}}},
+     "select.budget: give exactly one of avg_bits or gbitops"),
+    ({"select": {"budget": {"avg_bits": None, "gbitops": None, "size_mb": None}}},
+     "select.budget: give exactly one of avg_bits or gbitops"),
+    ({"select": {"budget": {"avg_bits": 1, "gbitops": None, "size_mb": None}}},
+     "select.budget.avg_bits: 1.0 out of range; allowed: [2, 16]"),
+    ({"finetune": {"methods": []}}, "finetune.methods: must not be empty; allowed: uniform"),
+    ({"finetune": {"methods": ["magic"]}}, "finetune.methods: unknown method 'magic'; allowed: uniform"),
+    ({"tracking": []}, "tracking: expected a mapping of keys, got list"),
+    ({"data": {"root": None, "dataset": "image_folder", "image_size": 4}}, "data.image_size: 4 out of range; allowed: [8, 1024]"),
+])
+def test_bad_input_names_key_and_allowed_values(tmp_path, data, message):
+    with pytest.raises(ConfigError) as err:
+        load_params(write(tmp_path, data))
+    assert message in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_flat_dict_for_logging():
+    flat = as_flat_dict(Params().quant, "quant")
+    assert flat == {"quant.w_bits": [2, 3, 4, 8], "quant.a_bits": [2, 3, 4, 8],
+                    "quant.first_last.w_bits": 8, "quant.first_last.a_bits": 8}

@@ -1,0 +1,84 @@
+"""The shared training loop: learns, reports through the callback, is deterministic, stops on NaN."""
+
+import pytest
+import torch
+from torch import nn
+
+from smpq.config import TrainConfig
+from smpq.train import TrainingDiverged, evaluate, fit, iterate_forever, train
+
+
+def blobs(seed: int = 0, n: int = 256):
+    """Two well-separated Gaussian blobs in 4-D, as 8 batches of 32."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 4, generator=g) + 3.0 * labels[:, None].float()
+    return [(x[i:i + 32], labels[i:i + 32]) for i in range(0, n, 32)]
+
+
+def model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+CFG = TrainConfig(epochs=3, lr=0.1, schedule="constant")
+
+
+def test_train_learns_and_reports_each_epoch():
+    seen = []
+    net = model()
+    before = evaluate(net, blobs(1))
+    history = train(net, blobs(), CFG, eval_loader=blobs(1), on_epoch=lambda e, m: seen.append((e, m)),
+                    progress=False)
+    assert [e for e, _ in seen] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_top1"] > 0.95
+    assert history[-1]["val_loss"] < before["loss"] / 2
+    assert set(history[0]) >= {"train_loss", "train_top1", "lr", "epoch_seconds", "val_loss", "val_top1", "epoch"}
+
+
+def test_same_seed_same_weights():
+    a, b = model(), model()
+    train(a, blobs(), CFG, progress=False)
+    train(b, blobs(), CFG, progress=False)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_non_finite_loss_stops_with_clear_error():
+    bad = blobs()
+    bad[2] = (torch.full_like(bad[2][0], float("nan")), bad[2][1])
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 1, step 2; lower the learning rate"):
+        train(model(), bad, CFG, progress=False)
+
+
+def test_before_step_runs_before_every_weight_step():
+    steps = []
+    net = model()
+    fit(net, blobs(), torch.optim.SGD(net.parameters(), lr=0.1), epochs=2, before_step=steps.append, progress=False)
+    assert steps == list(range(16))
+
+
+def test_evaluate_counts_exact_accuracy():
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2))  # predicts the larger coordinate
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 1, 1, 1])
+    assert evaluate(net, [(x, y)])["top1"] == pytest.approx(0.75)
+
+
+def test_schedules_and_epoch_hook():
+    class Loader(list):
+        epochs = []
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+    loader = Loader(blobs())
+    for schedule in ("onecycle", "cosine"):
+        history = train(model(), loader, TrainConfig(epochs=2, lr=0.1, schedule=schedule), progress=False)
+        assert history[-1]["lr"] < 0.01  # both anneal towards zero by the end
+    assert Loader.epochs == [0, 1, 0, 1]
+    batches = iterate_forever(loader)
+    assert len([next(batches) for _ in range(20)]) == 20
