@@ -5,6 +5,7 @@ A stage that fails half-way therefore never leaves a truncated output behind (SP
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -57,8 +58,14 @@ def write_yaml(path: str | Path, obj: Any) -> Path:
 
 
 def save_state_dict(path: str | Path, state: dict[str, Any]) -> Path:
-    """Save a ``state_dict`` (tensors and plain containers only, so it loads with ``weights_only``)."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Save a ``state_dict`` (tensors and plain containers only, so it loads with ``weights_only``).
+
+    Serialised through memory: ``torch.save`` to a file names the zip archive after the (temporary)
+    file, which would make equal checkpoints differ byte-wise and defeat DVC's caching.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def load_state_dict(path: str | Path) -> dict[str, Any]:

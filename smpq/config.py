@@ -131,6 +131,49 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
+class SupernetConfig:
+    """DMPQ supernet training (SPEC §3.2): weights on ``train``, α on ``search_val``, alternating."""
+
+    epochs: int = field(default=2, metadata=_range(0))
+    warmup_epochs: int = field(default=0, metadata=_range(0))  # α frozen during these first epochs
+    batch_size: int = field(default=128, metadata=_range(1))
+    samples_per_epoch: int | None = field(default=None, metadata=_range(1))
+    lr: float = field(default=0.01, metadata=_range(0.0))  # weights and step sizes (SGD)
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    weight_decay: float = field(default=1e-4, metadata=_range(0.0))
+    alpha_lr: float = field(default=0.01, metadata=_range(0.0))  # α (Adam)
+    alpha_weight_decay: float = field(default=0.0, metadata=_range(0.0))
+    complexity_weight: float = field(default=1.0, metadata=_range(0.0))  # λ
+    complexity_form: str = field(default="hinge", metadata=_choices("hinge", "ratio"))
+    target: BudgetConfig = BudgetConfig(avg_bits=4)  # expected-BitOps target, same forms as select.budget
+
+    def check(self, path: str) -> None:
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(f"{path}.warmup_epochs: {self.warmup_epochs} exceeds epochs ({self.epochs})")
+
+
+@dataclass(frozen=True)
+class ShapleyConfig:
+    """Monte Carlo Shapley values of the bit-width candidates on the trained supernet (SPEC §3.3)."""
+
+    value: str = field(default="top1", metadata=_choices("top1", "neg_loss"))
+    batch_size: int = field(default=1024, metadata=_range(1))  # one fixed, seeded search_val batch
+    max_permutations: int = field(default=100, metadata=_range(1))
+    tolerance: float | None = field(default=None, metadata=_range(0.0))
+    antithetic: bool = True
+    truncation: float | None = field(default=None, metadata=_range(0.0, 1.0))
+    direction: str = field(default="remove", metadata=_choices("remove", "add"))
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Prefect deployment schedule."""
+
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class SelectConfig:
     budget: BudgetConfig = BudgetConfig(avg_bits=4)
 
@@ -155,10 +198,13 @@ class Params:
     pretrain: TrainConfig = TrainConfig(epochs=3)
     calibrate: CalibrateConfig = CalibrateConfig()
     quant: QuantConfig = QuantConfig()
+    supernet: SupernetConfig = SupernetConfig()
+    shapley: ShapleyConfig = ShapleyConfig()
     finetune: FinetuneConfig = FinetuneConfig(lr=0.01)
     select: SelectConfig = SelectConfig()
     report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
 
 def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Params:

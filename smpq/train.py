@@ -84,7 +84,7 @@ def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: i
         model.train()
         totals = _Totals()
         bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"{desc} {epoch + 1}/{epochs}",
-                   disable=not progress, leave=False)
+                   disable=None if progress else True, leave=False)  # None: off when not a terminal
         for images, labels in bar:
             if before_step is not None:
                 before_step(step)
@@ -118,7 +118,8 @@ def evaluate(model: nn.Module, loader, *, progress: bool = False, desc: str = "e
     was_training = model.training
     model.eval()
     totals = _Totals()
-    for images, labels in tqdm(Batches(loader).epoch(0), desc=desc, disable=not progress, leave=False):
+    for images, labels in tqdm(Batches(loader).epoch(0), desc=desc, disable=None if progress else True,
+                               leave=False):
         logits = model(images)
         totals.add(nn.functional.cross_entropy(logits, labels), logits, labels)
     model.train(was_training)
@@ -149,8 +150,9 @@ class _Totals:
 
 
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, desc: str) -> None:
-    if not math.isfinite(float(loss)):
-        raise TrainingDiverged(f"{desc}: loss became {float(loss)} at epoch {epoch + 1}, step {step}; "
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"{desc}: loss became {value} at epoch {epoch + 1}, step {step}; "
                                "lower the learning rate (lr in params.yaml) or check the input data")
 
 

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 TINY = {
-    "data": {"train_size": 2000, "search_val_size": 500, "test_size": 1000},
-    "pretrain": {"epochs": 1, "lr": 0.05},
+    "data": {"train_size": 3000, "search_val_size": 500, "test_size": 1000},
+    "pretrain": {"epochs": 2, "lr": 0.05},
     "calibrate": {"batches": 2, "batch_size": 64},
     "finetune": {"epochs": 1, "samples_per_epoch": 512},
 }
