@@ -20,7 +20,7 @@ import yaml
 BIT_RANGE = (2, 16)  # bit-widths a candidate (or the fixed first/last precision) may take
 DATASETS = ("fashion_mnist", "cifar10", "image_folder")
 SCHEDULES = ("onecycle", "cosine", "constant")
-METHODS = ("uniform",)
+METHODS = ("smpq", "dmpq", "uniform", "dmpq_argmax")
 
 
 class ConfigError(ValueError):

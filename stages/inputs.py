@@ -7,12 +7,14 @@ from pathlib import Path
 
 from torch import nn
 
-from smpq.artifacts import read_json
+from smpq.artifacts import load_state_dict, read_json
 from smpq.config import Params
 from smpq.cost import CostTable
 from smpq.data import load_image_set, make_loader
 from smpq.models import create_model
 from smpq.policy import LayerBits
+from smpq.quant import Calibration
+from smpq.supernet import Supernet
 
 CARD = "card.json"
 
@@ -53,3 +55,16 @@ def fixed_bits(params: Params, table: CostTable) -> dict[str, LayerBits]:
     """First conv and last linear at the fixed precision of ``quant.first_last`` (SPEC §3.1)."""
     bits = LayerBits(params.quant.first_last.w_bits, params.quant.first_last.a_bits)
     return {table.first: bits, table.last: bits}
+
+
+def load_supernet(params: Params, prepared: Prepared, pretrain_dir: Path, calibrate_dir: Path,
+                  state: Path | None = None):
+    """The supernet over the FP model with calibrated steps; trained weights and α from ``state``."""
+    table = CostTable.from_dict(read_json(calibrate_dir / "cost_table.json"))
+    calibration = Calibration.from_state_dict(load_state_dict(calibrate_dir / "calibration.pt"))
+    model = build_model(params, prepared, pretrain_dir / "model.pt")
+    supernet = Supernet(model, table, params.quant.w_bits, params.quant.a_bits, calibration,
+                        fixed_bits(params, table))
+    if state is not None:
+        supernet.load_state_dict(load_state_dict(state))
+    return supernet, table

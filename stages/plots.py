@@ -52,3 +52,46 @@ def _save(fig, path: Path) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     finally:
         plt.close(fig)
+
+
+def shapley_convergence(evaluations: Sequence[int], trace, path: Path) -> Path:
+    """Every player's running Shapley estimate against the value evaluations spent."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(list(evaluations), trace, linewidth=0.8, alpha=0.6)
+    ax.set_xlabel("value-function evaluations")
+    ax.set_ylabel("Shapley estimate")
+    ax.set_title("Shapley estimates vs evaluations (one line per candidate)")
+    return _save(fig, path)
+
+
+def shapley_heatmap(players: Sequence[Mapping], path: Path) -> Path:
+    """Layers × candidates (w2 … a8) coloured by Shapley value."""
+    layers = list(dict.fromkeys(p["layer"] for p in players))
+    columns = list(dict.fromkeys(f"{p['kind']}{p['bits']}" for p in players))
+    grid = [[float("nan")] * len(columns) for _ in layers]
+    for p in players:
+        grid[layers.index(p["layer"])][columns.index(f"{p['kind']}{p['bits']}")] = p["value"]
+    fig, ax = plt.subplots(figsize=(1 + 0.7 * len(columns), 1 + 0.4 * len(layers)))
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(layers)), layers)
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=ax, label="Shapley value")
+    ax.set_title("Shapley value per candidate")
+    return _save(fig, path)
+
+
+def shapley_vs_alpha(players: Sequence[Mapping], rho: float, path: Path) -> Path:
+    """Each candidate's Shapley value against its α probability (what DMPQ would rank by)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for kind, marker in (("w", "o"), ("a", "^")):
+        chosen = [p for p in players if p["kind"] == kind]
+        ax.scatter([p["alpha_probability"] for p in chosen], [p["value"] for p in chosen], marker=marker,
+                   label="weights" if kind == "w" else "activations", alpha=0.7)
+    ax.set_xlabel("α probability")
+    ax.set_ylabel("Shapley value")
+    ax.set_title(f"Shapley value vs α probability (Spearman ρ = {rho:.3f})")
+    ax.legend()
+    return _save(fig, path)

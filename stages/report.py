@@ -4,38 +4,47 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scipy.stats import spearmanr
+
 from smpq.artifacts import read_json, write_json, write_text
-from stages.plots import accuracy_vs_bitops
+from stages.plots import accuracy_vs_bitops, shapley_vs_alpha
 from stages.session import parse_args, session
 
 
 def table_markdown(rows: list[dict], fp_top1: float) -> str:
-    lines = ["| method | policy | GBitOps | MB | top-1 (%) | Δ vs FP (pp) |", "|---|---|---:|---:|---:|---:|"]
-    lines.append(f"| full precision | W32A32 | – | – | {100 * fp_top1:.2f} | 0.00 |")
+    lines = ["| method | policy | GBitOps | budget slack | MB | top-1 (%) | Δ vs FP (pp) |",
+             "|---|---|---:|---:|---:|---:|---:|",
+             f"| full precision | W32A32 | – | – | – | {100 * fp_top1:.2f} | 0.00 |"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['policy']} | {r['gbitops']:.4f} | {r['size_mb']:.4f} | "
+        slack = f"{r['slack']:+.4f}" + ("" if r["meets_budget"] else " (over)")
+        lines.append(f"| {r['method']} | {r['policy']} | {r['gbitops']:.4f} | {slack} | {r['size_mb']:.4f} | "
                      f"{100 * r['top1']:.2f} | {100 * (r['top1'] - fp_top1):+.2f} |")
     return "\n".join(lines)
 
 
-def run(params, *, pretrain_results: Path, select_results: Path, finetune_results: Path, out: Path) -> dict:
+def run(params, *, pretrain_results: Path, select_results: Path, finetune_results: Path, shapley_dir: Path,
+        out: Path) -> dict:
     fp_top1 = read_json(pretrain_results / "metrics.json")["fp_top1"]
     selection = read_json(select_results / "summary.json")
-    rows = []
-    for method in params.finetune.methods:
-        metrics = read_json(finetune_results / method / "metrics.json")
-        rows.append({**metrics, "budget_gbitops": selection[method]["budget_gbitops"]})
-    budget = rows[0]["budget_gbitops"] if rows else None
+    rows = [{**selection[m], **read_json(finetune_results / m / "metrics.json")} for m in params.finetune.methods]
+    budget = selection["uniform"]["budget_gbitops"]
+    players = read_json(shapley_dir / "shapley.json")["players"]
+    rho = float(spearmanr([p["alpha_probability"] for p in players], [p["value"] for p in players]).statistic)
     text = "\n\n".join([
         f"# {params.report.title}",
         f"Budget: {budget:.4f} GBitOps ({_budget_text(params)}); first/last layers at "
-        f"W{params.quant.first_last.w_bits}A{params.quant.first_last.a_bits}. Top-1 on the `test` split.",
+        f"W{params.quant.first_last.w_bits}A{params.quant.first_last.a_bits}. Top-1 on the `test` split; "
+        "slack = budget − used GBitOps.",
         table_markdown(rows, fp_top1),
         "![top-1 vs GBitOps](accuracy_vs_bitops.png)",
+        f"Spearman correlation between α probability and Shapley value over {len(players)} candidates: "
+        f"ρ = {rho:.3f}.",
+        "![Shapley vs α](shapley_vs_alpha.png)",
     ]) + "\n"
     write_text(out / "report.md", text)
     accuracy_vs_bitops(rows, fp_top1, out / "accuracy_vs_bitops.png", budget)
-    metrics = {"fp_top1": fp_top1, **{f"{r['method']}_top1": r["top1"] for r in rows},
+    shapley_vs_alpha(players, rho, out / "shapley_vs_alpha.png")
+    metrics = {"fp_top1": fp_top1, "spearman_alpha_shapley": rho, **{f"{r['method']}_top1": r["top1"] for r in rows},
                **{f"{r['method']}_gbitops": r["gbitops"] for r in rows}}
     write_json(out / "metrics.json", metrics)
     return metrics
@@ -48,10 +57,10 @@ def _budget_text(params) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args("report", ["pretrain", "select", "finetune", "out"], argv)
+    args = parse_args("report", ["pretrain", "select", "finetune", "shapley", "out"], argv)
     with session("report", args, sections=("report",)) as s:
         metrics = run(s.params, pretrain_results=args.pretrain, select_results=args.select,
-                      finetune_results=args.finetune, out=args.out)
+                      finetune_results=args.finetune, shapley_dir=args.shapley, out=args.out)
         s.tracker.log_metrics(metrics)
         s.tracker.log_artifact(args.out)
 

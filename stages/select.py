@@ -1,12 +1,20 @@
-"""Stage ``select``: one policy per method at the same BitOps (and optional size) budget (SPEC §3.4)."""
+"""Stage ``select``: one policy per method at the same BitOps (and optional size) budget (SPEC §3.4).
+
+- ``smpq``: maximise the total Shapley value of the chosen candidates (exact integer program);
+- ``dmpq``: the same program scored by log p(α) (iso-budget DMPQ);
+- ``uniform``: the highest uniform bit pair that fits;
+- ``dmpq_argmax``: the supernet's raw argmax policy, recorded with its own BitOps (may miss the budget).
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from smpq.artifacts import read_json, write_json
 from smpq.cost import CostTable, budget_bitops
-from smpq.select import policy_report, uniform_policy
+from smpq.policy import Policy
+from smpq.select import policy_report, select_policy, uniform_policy
 from stages.inputs import fixed_bits
 from stages.session import parse_args, session
 
@@ -18,26 +26,44 @@ def budget(params, table: CostTable) -> tuple[float, float | None]:
     return bitops_budget, (b.size_mb * 1e6 if b.size_mb is not None else None)
 
 
-def run(params, *, calibrate_dir: Path, out: Path, results: Path) -> dict:
+def shapley_scores(shapley: dict) -> dict[tuple[str, str, int], float]:
+    return {(p["layer"], p["kind"], p["bits"]): p["value"] for p in shapley["players"]}
+
+
+def alpha_scores(alpha: dict) -> dict[tuple[str, str, int], float]:
+    """log p(α) per candidate: the iso-budget DMPQ objective (sum of log-probabilities)."""
+    return {(layer, kind, bits): math.log(max(prob, 1e-12))
+            for layer, kinds in alpha.items() for kind, group in kinds.items()
+            for bits, prob in zip(group["bits"], group["probabilities"])}
+
+
+def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, out: Path, results: Path) -> dict:
     table = CostTable.from_dict(read_json(calibrate_dir / "cost_table.json"))
     bitops_budget, size_budget = budget(params, table)
-    fixed = fixed_bits(params, table)
+    fixed, quant = fixed_bits(params, table), params.quant
+    choose = dict(table=table, budget_bitops=bitops_budget, fixed=fixed, w_bits=quant.w_bits, a_bits=quant.a_bits,
+                  size_budget_bytes=size_budget)
     policies = {
-        "uniform": uniform_policy(table, fixed, w_bits=params.quant.w_bits, a_bits=params.quant.a_bits,
+        "smpq": select_policy(shapley_scores(read_json(shapley_dir / "shapley.json")), **choose),
+        "dmpq": select_policy(alpha_scores(read_json(supernet_dir / "alpha.json")), **choose),
+        "uniform": uniform_policy(table, fixed, w_bits=quant.w_bits, a_bits=quant.a_bits,
                                   budget_bitops=bitops_budget, size_budget_bytes=size_budget),
+        "dmpq_argmax": Policy.load(supernet_dir / "dmpq_argmax.yaml"),
     }
     summary = {}
     for method, policy in policies.items():
         policy.save(out / f"{method}.yaml")
-        summary[method] = policy_report(table, policy, bitops_budget, size_budget)
+        summary[method] = {**policy_report(table, policy, bitops_budget, size_budget),
+                           "policy": policy.label(exclude=(table.first, table.last))}
     write_json(results / "summary.json", summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args("select", ["calibrate", "out", "results"], argv)
+    args = parse_args("select", ["calibrate", "supernet", "shapley", "out", "results"], argv)
     with session("select", args, sections=("quant", "select")) as s:
-        summary = run(s.params, calibrate_dir=args.calibrate, out=args.out, results=args.results)
+        summary = run(s.params, calibrate_dir=args.calibrate, supernet_dir=args.supernet, shapley_dir=args.shapley,
+                      out=args.out, results=args.results)
         for method, report in summary.items():
             s.tracker.log_metrics({f"{method}_{k}": v for k, v in report.items() if isinstance(v, (int, float))})
         s.tracker.log_artifact(args.out)

@@ -84,6 +84,10 @@ class Tracker:
         elif path.exists():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        """A JSON/YAML artifact straight from memory (e.g. the α table of one epoch)."""
+        self.client.log_dict(self.run_id, data, artifact_file)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
@@ -102,6 +106,9 @@ class NullTracker(Tracker):
         pass
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
         pass
 
     def set_tags(self, tags: Mapping[str, str]) -> None:

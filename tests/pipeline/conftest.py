@@ -16,6 +16,8 @@ TINY = {
     "data": {"train_size": 3000, "search_val_size": 500, "test_size": 1000},
     "pretrain": {"epochs": 2, "lr": 0.05},
     "calibrate": {"batches": 2, "batch_size": 64},
+    "supernet": {"epochs": 1, "samples_per_epoch": 512},
+    "shapley": {"batch_size": 256, "max_permutations": 4},
     "finetune": {"epochs": 1, "samples_per_epoch": 512},
 }
 

@@ -9,12 +9,20 @@ from mlflow.tracking import MlflowClient
 
 from tests.pipeline.conftest import run
 
-STAGES = {"prepare", "pretrain", "calibrate", "select", "finetune@uniform", "report"}
+METHODS = ("smpq", "dmpq", "uniform")
+STAGES = {"prepare", "pretrain", "calibrate", "supernet", "shapley", "select", "report"} | {
+    f"finetune@{m}" for m in METHODS}
 
 
 def test_pipeline_writes_report_and_metrics(reproduced):
     report = (reproduced / "results/report/report.md").read_text()
     assert "| uniform | W4A4 |" in report and "full precision" in report
+    assert "| smpq |" in report and "| dmpq |" in report and "Spearman" in report
+    shapley = json.loads((reproduced / "data/shapley/shapley.json").read_text())
+    assert len(shapley["players"]) == 8 * 8  # 8 searchable layers × (4 w + 4 a candidates)
+    assert shapley["totals"]["permutations"] == 4
+    selection = json.loads((reproduced / "results/select/summary.json").read_text())
+    assert all(selection[m]["meets_budget"] for m in METHODS)
     metrics = json.loads((reproduced / "results/report/metrics.json").read_text())
     assert 0.5 < metrics["fp_top1"] <= 1.0  # 2 epochs on 3 000 images: far above chance (0.1)
     assert 0.1 < metrics["uniform_top1"] <= 1.0
@@ -61,9 +69,19 @@ def test_changing_finetune_epochs_reruns_only_finetune_and_report(reproduced, tm
     params["finetune"]["epochs"] = 2
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(run(["dvc", "status", "--json"], project).stdout)
-    assert set(status) == {"finetune@uniform"}
+    assert set(status) == {f"finetune@{m}" for m in METHODS}
     out = run(["dvc", "repro"], project).stdout
     assert "Running stage 'finetune@uniform'" in out and "Running stage 'report'" in out
-    for stage in ("prepare", "pretrain", "calibrate", "select"):
+    for stage in ("prepare", "pretrain", "calibrate", "supernet", "shapley", "select"):
         assert f"Stage '{stage}' didn't change, skipping" in out
     assert json.loads((project / "results/finetune/uniform/metrics.json").read_text())["epochs"] == 2
+
+
+def test_budget_sweep_reuses_supernet_and_shapley(reproduced, tmp_path):
+    project = tmp_path / "sweep"
+    shutil.copytree(reproduced, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["select"]["budget"]["avg_bits"] = 2.5
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    assert set(status) == {"select"}  # everything after select follows from its outputs

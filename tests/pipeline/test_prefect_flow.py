@@ -8,6 +8,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.pipeline.conftest import make_project, run
+from tests.pipeline.test_dvc_pipeline import STAGES
 
 
 def locked_outputs(project) -> dict[str, str]:
@@ -27,8 +28,7 @@ def test_flow_matches_dvc_repro(reproduced, tmp_path):
     returned = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert returned == json.loads((project / "results/report/metrics.json").read_text())
     flow_outputs, dvc_outputs = locked_outputs(project), locked_outputs(reproduced)
-    assert set(flow_outputs) == set(dvc_outputs) == {
-        "prepare", "pretrain", "calibrate", "select", "finetune@uniform", "report"}
+    assert set(flow_outputs) == set(dvc_outputs) == STAGES
     for stage, outs in dvc_outputs.items():
         for path, md5 in outs.items():
             if path.startswith("data/"):  # splits, checkpoints, policies: byte-identical
@@ -41,4 +41,4 @@ def test_flow_matches_dvc_repro(reproduced, tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("smpq.role") == "pipeline"]
     assert len(parents) == 1 and parents[0].data.tags["smpq.pipeline_id"].startswith("prefect-")
-    assert len(runs) == 7
+    assert len(runs) == 1 + len(STAGES)

@@ -1,0 +1,67 @@
+"""Stage ``supernet``: DMPQ supernet search (weights on train, α on search_val) and the argmax policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from smpq.artifacts import save_state_dict, write_json
+from smpq.cost import bitops, budget_bitops, size_bytes
+from smpq.supernet import search
+from stages.inputs import fixed_bits, load_prepared, load_supernet
+from stages.plots import training_curves
+from stages.session import parse_args, session
+
+
+def run(params, *, prepared_dir: Path, pretrain_dir: Path, calibrate_dir: Path, out: Path, results: Path,
+        on_epoch=None) -> dict:
+    """``on_epoch(epoch, metrics, alpha_table)`` is called after every epoch."""
+    prepared = load_prepared(prepared_dir)
+    torch.manual_seed(params.seed)
+    supernet, table = load_supernet(params, prepared, pretrain_dir, calibrate_dir)
+    cfg = params.supernet
+    target = budget_bitops(table, fixed_bits(params, table), avg_bits=cfg.target.avg_bits,
+                           gbitops=cfg.target.gbitops)
+    train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True,
+                                   samples_per_epoch=cfg.samples_per_epoch)
+    val_loader = prepared.loader("search_val", batch_size=cfg.batch_size, seed=params.seed + 1, shuffle=True)
+    history = search(supernet, train_loader, val_loader, cfg, target,
+                     on_epoch=on_epoch and (lambda epoch, m: on_epoch(epoch, m, supernet.alpha_table())))
+    save_state_dict(out / "supernet.pt", supernet.state_dict())
+    write_json(out / "alpha.json", supernet.alpha_table())
+    argmax = supernet.argmax_policy()
+    argmax.save(out / "dmpq_argmax.yaml")
+    expected = supernet.expected_bitops().item()
+    metrics = {
+        "target_gbitops": target / 1e9, "expected_gbitops": expected / 1e9,
+        "expected_vs_target": expected / target, "argmax_gbitops": bitops(table, argmax) / 1e9,
+        "argmax_size_mb": size_bytes(table, argmax) / 1e6, "argmax_meets_target": bitops(table, argmax) <= target,
+        "alpha_entropy": supernet.alpha_entropy(), "val_top1": history[-1]["val_top1"] if history else None,
+        "train_seconds": sum(h["epoch_seconds"] for h in history),
+    }
+    write_json(results / "metrics.json", metrics)
+    write_json(results / "history.json", history)
+    training_curves(history, results / "curves.png", "supernet search")
+    return metrics
+
+
+def log_epoch(tracker, epoch: int, metrics: dict, alpha: dict) -> None:
+    tracker.log_metrics(metrics, step=epoch)
+    tracker.log_dict(alpha, f"alpha/epoch_{epoch:03d}.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args("supernet", ["prepared", "pretrain", "calibrate", "out", "results"], argv)
+    with session("supernet", args, sections=("model", "quant", "supernet")) as s:
+        metrics = run(s.params, prepared_dir=args.prepared, pretrain_dir=args.pretrain, calibrate_dir=args.calibrate,
+                      out=args.out, results=args.results,
+                      on_epoch=lambda epoch, m, alpha: log_epoch(s.tracker, epoch, m, alpha))
+        s.tracker.log_metrics(metrics)
+        s.tracker.log_artifact(args.results)
+        s.tracker.log_artifact(args.out / "alpha.json")
+        s.tracker.log_artifact(args.out / "dmpq_argmax.yaml")
+
+
+if __name__ == "__main__":
+    main()
