@@ -166,6 +166,16 @@ class ShapleyConfig:
 
 
 @dataclass(frozen=True)
+class FanoutConfig:
+    """How Shapley permutation chunks are spread out; never changes the result for a given seed."""
+
+    chunks: int = field(default=4, metadata=_range(1))  # seeded permutation chunks (merged exactly)
+    runner: str = field(default="threads", metadata=_choices("threads", "processes", "dask"))  # Prefect flow
+    workers: int = field(default=2, metadata=_range(1))  # threads/processes, or local Dask cluster workers
+    dask_address: str | None = None  # tcp://host:8786 of a running scheduler; None = local cluster
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     """Prefect deployment schedule."""
 
@@ -200,6 +210,7 @@ class Params:
     quant: QuantConfig = QuantConfig()
     supernet: SupernetConfig = SupernetConfig()
     shapley: ShapleyConfig = ShapleyConfig()
+    fanout: FanoutConfig = FanoutConfig()
     finetune: FinetuneConfig = FinetuneConfig(lr=0.01)
     select: SelectConfig = SelectConfig()
     report: ReportConfig = ReportConfig()
