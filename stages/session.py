@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from smpq.artifacts import ArtifactError
 from smpq.config import ConfigError, Params, as_flat_dict, load_params
@@ -53,6 +52,7 @@ def parse_args(name: str, paths: list[str], argv: list[str] | None = None,
 def session(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> Iterator[Session]:
     """Load params, open the stage's MLflow child run and log the ``sections`` it depends on."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminated)  # a killed stage still closes its MLflow run as FAILED
     root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
     try:
         params = load_params(args.params)
@@ -69,6 +69,6 @@ def session(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> I
         raise SystemExit(1) from None
 
 
-def seeded(seed: int, offset: int) -> torch.Generator:
-    """A generator for one purpose of a stage (``offset`` keeps purposes independent)."""
-    return torch.Generator().manual_seed(seed * 1000 + offset)
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
