@@ -9,10 +9,11 @@ Model-free: ``value_fn(mask) -> float`` is any game; the SMPQ stage wraps the su
   (``"add"``); optional antithetic pairs (π, reversed π) for variance reduction (Mitchell, Cooper, Frank,
   Holmes 2022, "Sampling permutations for Shapley value estimation", JMLR) and Shapley-NAS truncation.
 
-Permutation ``k`` of a run depends only on ``(seed, k)`` (``np.random.default_rng([seed, k])``), so a run can
-be split into chunks of permutation indices (``sample_permutations``), computed anywhere, and combined
-(``merge`` then ``estimate``) into the same values and standard errors as one sequential run. Only the
-evaluation counts differ: each chunk memoises coalitions in its own cache.
+Fan-out: permutation ``k`` depends only on ``(seed, k)``, so ``chunk_indices`` cuts a run into index ranges,
+``sample_permutations`` computes one anywhere (thread, process, machine) and ``combine`` merges them and
+applies the stopping rule. Values, standard errors, sample counts and trace never depend on the chunking
+(``shapley_values(..., chunks=k)`` runs the same chunks in-process); only the evaluation counts do, as each
+chunk memoises coalitions in its own cache (a coalition met in two chunks is evaluated twice).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -55,17 +56,9 @@ class ShapleyResult:
 
     def to_dict(self) -> dict:
         """JSON-ready plain lists and numbers (NaN standard errors become None)."""
-        return {
-            "values": self.values.tolist(),
-            "stderr": [None if math.isnan(s) else s for s in self.stderr.tolist()],
-            "n_samples": self.n_samples.tolist(),
-            "n_evaluations": self.n_evaluations,
-            "n_permutations": self.n_permutations,
-            "trace": self.trace.tolist(),
-            "trace_evaluations": self.trace_evaluations.tolist(),
-            "v_full": self.v_full,
-            "v_empty": self.v_empty,
-        }
+        plain = {f.name: getattr(self, f.name) for f in fields(self)}
+        plain = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in plain.items()}
+        return plain | {"stderr": [None if math.isnan(s) else s for s in plain["stderr"]]}
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,9 +90,7 @@ def exact_shapley(value_fn: ValueFn, n_players: int) -> np.ndarray:
     players = np.arange(n_players)
     codes = np.arange(1 << n_players)
     values = np.array([_call(value_fn, ((code >> players) & 1).astype(bool)) for code in codes])
-    sizes = np.zeros(codes.size, dtype=np.int64)
-    for player in players:
-        sizes += (codes >> player) & 1
+    sizes = np.array([bin(code).count("1") for code in codes])
     weights = np.array([1.0 / (n_players * math.comb(n_players - 1, s)) for s in range(n_players)])
     phi = np.empty(n_players)
     for player in players:
@@ -176,14 +167,12 @@ def sample_permutations(value_fn: ValueFn, n_players: int, indices: Iterable[int
     """Marginals for the given permutation indices of a run (one chunk of a fan-out), memoised per chunk."""
     _validate(n_players, 1, direction, truncation, None, 1, seed)
     indices = np.array(list(indices), dtype=np.int64)
-    walker = _Walker(value_fn, n_players, direction, truncation)
-    marginals = np.zeros((indices.size, n_players))
-    evaluations = np.zeros(indices.size, dtype=np.int64)
-    for row, index in enumerate(indices):
-        before = walker.game.n_evaluations
-        marginals[row] = walker.walk(permutation(seed, int(index), n_players, antithetic=antithetic))
-        evaluations[row] = walker.game.n_evaluations - before
-    return PermutationSamples(indices, marginals, evaluations, walker.v_full, walker.v_empty, 2)
+    if indices.size == 0:
+        raise ValueError("sample_permutations needs at least one permutation index")
+    rows = list(_walk_chunks(value_fn, n_players, [indices.tolist()], seed, antithetic, direction, truncation))
+    walker = rows[0][1]
+    return PermutationSamples(indices, np.array([r[2] for r in rows]), np.array([r[3] for r in rows], dtype=np.int64),
+                              walker.v_full, walker.v_empty, 2)
 
 
 def merge(blocks: Sequence[PermutationSamples]) -> PermutationSamples:
@@ -217,48 +206,92 @@ def estimate(samples: PermutationSamples, *, antithetic: bool) -> ShapleyResult:
     trace = np.cumsum(samples.marginals, axis=0) / np.arange(1, count + 1)[:, None]
     n_players = samples.marginals.shape[1]
     return ShapleyResult(
-        values=_frozen(samples.marginals.mean(axis=0)),
-        stderr=_frozen(_stderr(unit_means)),
+        values=_frozen(samples.marginals.mean(axis=0)), stderr=_frozen(_stderr(unit_means)),
         n_samples=_frozen(np.full(n_players, count, dtype=np.int64)),
-        n_evaluations=int(samples.base_evaluations + samples.evaluations.sum()),
-        n_permutations=count,
-        trace=_frozen(trace),
-        trace_evaluations=_frozen(samples.base_evaluations + np.cumsum(samples.evaluations)),
-        v_full=samples.v_full,
-        v_empty=samples.v_empty,
-    )
+        n_evaluations=int(samples.base_evaluations + samples.evaluations.sum()), n_permutations=count,
+        trace=_frozen(trace), trace_evaluations=_frozen(samples.base_evaluations + np.cumsum(samples.evaluations)),
+        v_full=samples.v_full, v_empty=samples.v_empty)
+
+
+def chunk_indices(n_permutations: int, chunks: int, *, antithetic: bool) -> list[range]:
+    """Indices ``0..n−1`` cut into at most ``chunks`` contiguous near-equal ranges; an antithetic pair (2j, 2j+1)
+    always stays in one range (fewer ranges when there are fewer permutations or pairs than ``chunks``)."""
+    _check_int("n_permutations", n_permutations, minimum=1)
+    _check_int("chunks", chunks, minimum=1)
+    if antithetic and n_permutations % 2:
+        raise ValueError(f"max_permutations must be even with antithetic=True (pairs of π and reversed π), "
+                         f"got {n_permutations}")
+    unit = 2 if antithetic else 1
+    count = min(chunks, n_permutations // unit)
+    base, extra = divmod(n_permutations // unit, count)
+    bounds = np.cumsum([0] + [(base + (c < extra)) * unit for c in range(count)])
+    return [range(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def combine(blocks: Sequence[PermutationSamples], *, antithetic: bool, tolerance: float | None = None,
+            min_permutations: int = 2) -> ShapleyResult:
+    """The estimate of a fanned-out run from its chunks (together exactly permutations ``0..n−1``).
+
+    With ``tolerance`` the merged permutations are cut at the first prefix meeting the stopping rule, exactly
+    where ``shapley_values`` stops. Evaluations counted: those of the kept permutations, plus v(N) and v(∅) per
+    chunk that contributed one — as in the in-process run with the same chunks, which never computes the rest.
+    """
+    merged = merge(blocks)
+    count = merged.indices.size
+    if not np.array_equal(merged.indices, np.arange(count)):
+        raise ValueError("combine needs the permutations 0..n-1 of one run without gaps; "
+                         "build the chunks with chunk_indices")
+    stop = count if tolerance is None else next(
+        (c for c in range(1, count + 1) if _converged(merged.marginals[:c], antithetic, tolerance, min_permutations)),
+        count)
+    base = sum(b.base_evaluations for b in blocks if b.indices.size and int(b.indices.min()) < stop)
+    kept = PermutationSamples(merged.indices[:stop], merged.marginals[:stop], merged.evaluations[:stop],
+                              merged.v_full, merged.v_empty, base)
+    return _logged(estimate(kept, antithetic=antithetic))
 
 
 def shapley_values(value_fn: ValueFn, n_players: int, *, seed: int, max_permutations: int,
                    tolerance: float | None = None, antithetic: bool = True, truncation: float | None = None,
-                   direction: str = "remove", min_permutations: int = 2,
+                   direction: str = "remove", min_permutations: int = 2, chunks: int = 1,
                    progress: Progress | None = None) -> ShapleyResult:
-    """Monte Carlo Shapley values by permutation sampling (Castro et al. 2009), memoised within the run.
+    """Monte Carlo Shapley values by permutation sampling (Castro et al. 2009), memoised within each chunk.
 
-    Stops after ``max_permutations``, or earlier once at least ``min_permutations`` are done and the
-    largest standard error over players is below ``tolerance`` (checked only at complete antithetic
-    pairs, so ``max_permutations`` must then be even). ``progress(done, max_permutations)`` is called after
-    every permutation. Fully determined by ``seed``.
+    Stops after ``max_permutations``, or earlier once at least ``min_permutations`` are done and the largest
+    standard error over players is below ``tolerance`` (checked only at complete antithetic pairs, so
+    ``max_permutations`` must then be even). ``chunks`` walks the ranges of ``chunk_indices`` with a fresh memo
+    each, so it equals the fanned-out run (``sample_permutations`` per chunk, then ``combine``) in everything;
+    only evaluation counts depend on ``chunks``. ``progress(done, max_permutations)`` follows every permutation.
     """
     _validate(n_players, max_permutations, direction, truncation, tolerance, min_permutations, seed)
-    if antithetic and max_permutations % 2:
-        raise ValueError(f"max_permutations must be even with antithetic=True (pairs of π and reversed π), "
-                         f"got {max_permutations}")
-    walker = _Walker(value_fn, n_players, direction, truncation)
+    ranges = chunk_indices(max_permutations, chunks, antithetic=antithetic)
     rows: list[np.ndarray] = []
     evaluations: list[int] = []
-    for index in range(max_permutations):
-        before = walker.game.n_evaluations
-        rows.append(walker.walk(permutation(seed, index, n_players, antithetic=antithetic)))
-        evaluations.append(walker.game.n_evaluations - before)
+    for chunk, walker, marginals, new in _walk_chunks(value_fn, n_players, ranges, seed, antithetic, direction,
+                                                      truncation):
+        rows.append(marginals)
+        evaluations.append(new)
         if progress is not None:
-            progress(index + 1, max_permutations)
+            progress(len(rows), max_permutations)
         if tolerance is not None and _converged(np.array(rows), antithetic, tolerance, min_permutations):
             break
     samples = PermutationSamples(np.arange(len(rows)), np.array(rows), np.array(evaluations, dtype=np.int64),
-                                 walker.v_full, walker.v_empty, 2)
-    result = estimate(samples, antithetic=antithetic)
-    logger.info("Shapley: %d players, %d permutations, %d evaluations, max stderr %.4g", n_players,
+                                 walker.v_full, walker.v_empty, 2 * (chunk + 1))
+    return _logged(estimate(samples, antithetic=antithetic))
+
+
+def _walk_chunks(value_fn: ValueFn, n_players: int, ranges: Sequence[Sequence[int]], seed: int, antithetic: bool,
+                 direction: str, truncation: float | None):
+    """``(chunk, walker, marginals, new evaluations)`` per permutation, one fresh memoised walker per range."""
+    for chunk, indices in enumerate(ranges):
+        walker = _Walker(value_fn, n_players, direction, truncation)
+        for index in indices:
+            before = walker.game.n_evaluations
+            marginals = walker.walk(permutation(seed, int(index), n_players, antithetic=antithetic))
+            yield chunk, walker, marginals, walker.game.n_evaluations - before
+
+
+def _logged(result: ShapleyResult) -> ShapleyResult:
+    logger.info("Shapley: %d players, %d permutations, %d evaluations, max stderr %.4g", result.values.size,
                 result.n_permutations, result.n_evaluations, float(np.max(result.stderr)))
     return result
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from smpq.shapley import (
+    chunk_indices,
+    combine,
     estimate,
     exact_shapley,
     merge,
@@ -189,6 +191,96 @@ def test_chunks_merge_to_the_sequential_result():
     assert np.allclose(merged.trace, whole.trace)
     with pytest.raises(ValueError, match="share permutation indices"):
         merge([chunks[1], chunks[1]])
+
+
+def assert_same_estimate(a, b):
+    """Values, standard errors, sample counts and trace exactly equal (bit for bit, NaN == NaN)."""
+    for name in ("values", "stderr", "n_samples", "trace"):
+        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+    assert a.n_permutations == b.n_permutations and a.v_full == b.v_full and a.v_empty == b.v_empty
+
+
+CHUNKED_CASES = {
+    "antithetic": dict(max_permutations=40, antithetic=True),
+    "plain": dict(max_permutations=41, antithetic=False),
+    "truncation": dict(max_permutations=40, antithetic=True, truncation=0.5),
+    "add": dict(max_permutations=40, antithetic=False, direction="add"),
+    "tolerance": dict(max_permutations=100, antithetic=True, tolerance=0.1),  # stops at 48 (chunk 4 of 7)
+    "tolerance-plain": dict(max_permutations=100, antithetic=False, tolerance=0.1),  # stops at 74
+}
+
+
+def positive_game():
+    """Additive plus a sine of a random weighted sum (interactions of every order); v(N) ≈ 7 > 0."""
+    c = np.random.default_rng(5).normal(size=7)
+    return lambda mask: float(mask.sum() + 1.5 * np.sin(mask @ c) + 1.5)
+
+
+@pytest.mark.parametrize("case", CHUNKED_CASES)
+@pytest.mark.parametrize("chunks", [1, 2, 7])
+def test_chunked_run_equals_the_sequential_run(case, chunks):
+    game, kwargs = positive_game(), CHUNKED_CASES[case]
+    whole = shapley_values(game, 7, seed=3, **kwargs)
+    chunked = shapley_values(game, 7, seed=3, chunks=chunks, **kwargs)
+    assert_same_estimate(chunked, whole)
+    if "tolerance" in kwargs:  # the rule stops the run part-way, inside a chunk for 2 and 7 chunks
+        assert 40 < whole.n_permutations < kwargs["max_permutations"]
+    if chunks == 1:
+        assert chunked.n_evaluations == whole.n_evaluations
+        assert np.array_equal(chunked.trace_evaluations, whole.trace_evaluations)
+
+
+@pytest.mark.parametrize("case", CHUNKED_CASES)
+@pytest.mark.parametrize("chunks", [1, 2, 7])
+def test_fanned_out_chunks_combine_to_the_in_process_chunked_run(case, chunks):
+    """Every chunk computed on its own (as a worker would), in any order, then combined: the same result as
+    the in-process chunked run, evaluation counts included (the tolerance cut drops whole unused chunks)."""
+    game, kwargs = positive_game(), dict(CHUNKED_CASES[case])
+    tolerance, max_permutations = kwargs.pop("tolerance", None), kwargs.pop("max_permutations")
+    ranges = chunk_indices(max_permutations, chunks, antithetic=kwargs["antithetic"])
+    blocks = [sample_permutations(game, 7, r, seed=3, **kwargs) for r in reversed(ranges)]
+    fanned = combine(blocks, antithetic=kwargs["antithetic"], tolerance=tolerance)
+    local = shapley_values(game, 7, seed=3, max_permutations=max_permutations, tolerance=tolerance, chunks=chunks,
+                           **kwargs)
+    assert_same_estimate(fanned, local)
+    assert fanned.n_evaluations == local.n_evaluations
+    assert np.array_equal(fanned.trace_evaluations, local.trace_evaluations)
+
+
+def test_more_chunks_cost_more_evaluations_of_the_same_estimate():
+    game = positive_game()
+    one, seven = (shapley_values(game, 7, seed=0, max_permutations=40, chunks=c) for c in (1, 7))
+    assert_same_estimate(one, seven)
+    assert seven.n_evaluations > one.n_evaluations  # each chunk memoises on its own (v(N), v(∅) at least)
+
+
+@pytest.mark.parametrize("n, chunks, antithetic, sizes", [
+    (12, 1, True, [12]),
+    (12, 4, True, [4, 4, 2, 2]),
+    (10, 4, True, [4, 2, 2, 2]),
+    (4, 7, True, [2, 2]),
+    (7, 3, False, [3, 2, 2]),
+    (2, 5, False, [1, 1]),
+])
+def test_chunk_indices_are_contiguous_and_keep_pairs(n, chunks, antithetic, sizes):
+    ranges = chunk_indices(n, chunks, antithetic=antithetic)
+    assert [len(r) for r in ranges] == sizes
+    assert [i for r in ranges for i in r] == list(range(n))
+    if antithetic:
+        assert all(r.start % 2 == 0 and len(r) % 2 == 0 for r in ranges)
+
+
+def test_chunk_indices_and_combine_reject_bad_input():
+    with pytest.raises(ValueError, match="even"):
+        chunk_indices(5, 2, antithetic=True)
+    with pytest.raises(ValueError, match="chunks"):
+        chunk_indices(4, 0, antithetic=False)
+    game = interaction_game(n=5, seed=1)
+    with pytest.raises(ValueError, match="without gaps"):
+        combine([sample_permutations(game, 5, [0, 1], seed=0), sample_permutations(game, 5, [4, 5], seed=0)],
+                antithetic=True)
+    with pytest.raises(ValueError, match="at least one permutation index"):
+        sample_permutations(game, 5, [], seed=0)
 
 
 def test_memoisation_counts_distinct_calls():
