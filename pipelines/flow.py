@@ -1,69 +1,119 @@
-"""Prefect flow: run the DVC stages in DAG order, one task per stage, and return the final metrics.
+"""Prefect flow: run the DVC stages in DAG order and return the final metrics.
 
-Each task runs ``dvc repro --single-item <stage>``, so ``dvc.lock`` stays consistent, unchanged stages
-are skipped, and the outputs are exactly those of ``dvc repro``. Stages run one after another: DVC
-holds a repository lock while a stage runs. All stages of one flow run share an MLflow parent run.
+Each stage runs as ``dvc repro --single-item <stage>`` (so ``dvc.lock`` stays consistent, unchanged stages
+are skipped, and the outputs are exactly those of ``dvc repro``), except ``shapley``, whose permutation
+chunks fan out over the task runner named in ``params.yaml`` (``pipelines.fanout``) and are then recorded
+with ``dvc commit``. Stages run one after another: DVC holds a repository lock while a stage runs. All
+stages of one flow run share an MLflow parent run; the flow logs its id, marks it FAILED when a stage
+fails (even one that died before opening its own run), and publishes a markdown artifact with the outputs.
 
-    python -m pipelines.flow            # ephemeral Prefect (no server needed)
+    python -m pipelines.flow [--project .] [--params params.yaml]   # ephemeral Prefect (no server needed)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from pipelines.dag import metrics_files, stage_order
+from pipelines.dag import (StageFailed, dvc, metrics_files, stage_changed, stage_command, stage_order,
+                           stage_outputs)
+from pipelines.fanout import run_fanout
+from stages.settings import load_params
+from stages.shapley_chunks import STAGE as FANOUT_STAGE, stage_inputs
+from stages.tracking import PIPELINE_ENV, fail_pipeline_run, find_parent_run, tracking_uri
 
-PIPELINE_ENV = "SMPQ_PIPELINE_RUN_ID"  # read by stages/tracking.py to group the stages' MLflow runs
 TAIL = 3000
-
-
-class StageFailed(RuntimeError):
-    """A DVC stage exited with a non-zero status."""
+__all__ = ["StageFailed", "run_stage", "smpq_pipeline"]
 
 
 @task(name="dvc-stage", task_run_name="{stage}", retries=0)
 def run_stage(stage: str, project: str, pipeline_id: str) -> str:
     """``dvc repro --single-item stage`` in ``project``; its output goes to the task log."""
     logger = get_run_logger()
-    env = {**os.environ, PIPELINE_ENV: pipeline_id}
-    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
-    proc = subprocess.run([dvc, "repro", "--single-item", stage], cwd=project, env=env,
-                          capture_output=True, text=True)
+    proc = dvc(Path(project), "repro", "--single-item", stage, env={PIPELINE_ENV: pipeline_id})
     logger.info("%s\n%s", stage, proc.stdout[-TAIL:])
     if proc.returncode != 0:
         raise StageFailed(f"stage {stage!r} failed (exit {proc.returncode}):\n{proc.stderr[-TAIL:]}")
     return stage
 
 
+def run_shapley(root: Path, pipeline_id: str, fanout) -> None:
+    """The fan-out subflow on the runner ``fanout`` names, unless ``dvc status`` says nothing changed."""
+    if not stage_changed(root, FANOUT_STAGE):
+        get_run_logger().info("Stage '%s' didn't change, skipping", FANOUT_STAGE)
+        return
+    run_fanout(str(root), pipeline_id, fanout)
+
+
+def load_settings(root: Path, params: str):
+    """The validated params file the flow reads (fan-out, tracking), which must be the one the stages use."""
+    settings_path = (root / params).resolve()
+    stage_params, _ = stage_inputs(stage_command(root, FANOUT_STAGE), root)
+    if stage_params.resolve() != settings_path:
+        raise ValueError(f"the flow's params file {settings_path} is not the one dvc.yaml gives the stages "
+                         f"({stage_params.resolve()}); pass --params {stage_params.relative_to(root)}")
+    return load_params(settings_path)
+
+
+def _report_failure(tracking, root: Path, pipeline_id: str) -> None:
+    """Mark the MLflow parent FAILED without hiding the stage's own error if MLflow fails too."""
+    try:
+        get_run_logger().error("MLflow parent run %s marked FAILED", fail_pipeline_run(tracking, root, pipeline_id))
+    except Exception as err:  # the stage's exception is what the user needs; keep it on top
+        get_run_logger().error("could not mark the MLflow parent run FAILED: %s", err)
+
+
+def publish(root: Path, stages: list[str], metrics: dict, parent: str | None, tracking) -> None:
+    """A markdown artifact: the MLflow parent run, links to the last stage's outputs (the report) and to
+    every stage's metrics file, and the final metrics."""
+    files = stage_outputs(root, stages[-1]) + [p for s in stages[:-1] for p in metrics_files(root, s)]
+    lines = ["# SMPQ pipeline run", "", f"- project: `{root}`",
+             f"- MLflow parent run: `{parent}` in `{tracking_uri(tracking, root)}`" if parent
+             else "- MLflow: no stage ran (everything was up to date)"]
+    lines += [f"- [{path.relative_to(root)}]({path.as_uri()})" for path in files if path.exists()]
+    lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics.items()]
+    create_markdown_artifact(markdown="\n".join(lines), key="smpq-run", description="SMPQ outputs and metrics")
+
+
 @flow(name="smpq-pipeline", log_prints=True)
-def smpq_pipeline(project: str = ".") -> dict:
+def smpq_pipeline(project: str = ".", params: str = "params.yaml") -> dict:
     """All stages of ``dvc.yaml`` in dependency order; returns the last stage's metrics."""
     root = Path(project).resolve()
+    settings = load_settings(root, params)
     stages = stage_order(root)
     pipeline_id = f"prefect-{flow_run.get_id() or 'local'}"
-    get_run_logger().info("pipeline %s: %s", pipeline_id, " -> ".join(stages))
-    for stage in stages:
-        run_stage(stage, str(root), pipeline_id)
+    logger = get_run_logger()
+    logger.info("pipeline %s: %s", pipeline_id, " -> ".join(stages))
+    try:
+        for stage in stages:
+            if stage == FANOUT_STAGE:
+                run_shapley(root, pipeline_id, settings.fanout)
+            else:
+                run_stage(stage, str(root), pipeline_id)
+    except BaseException:
+        _report_failure(settings.tracking, root, pipeline_id)
+        raise
+    parent = find_parent_run(settings.tracking, root, pipeline_id) if settings.tracking.enabled else None
+    logger.info("MLflow parent run: %s", parent)
     metrics = {}
     for path in metrics_files(root, stages[-1]):
         metrics.update(json.loads(path.read_text()))
+    publish(root, stages, metrics, parent, settings.tracking)
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.flow", description=__doc__.splitlines()[0])
     parser.add_argument("--project", default=".", help="project folder holding dvc.yaml (default: .)")
+    parser.add_argument("--params", default="params.yaml", help="params file, relative to the project")
     args = parser.parse_args(argv)
-    print(json.dumps(smpq_pipeline(project=args.project), indent=2))
+    sys.stdout.write(json.dumps(smpq_pipeline(project=args.project, params=args.params), indent=2) + "\n")
 
 
 if __name__ == "__main__":

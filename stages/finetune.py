@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from smpq.artifacts import load_state_dict, read_json, save_state_dict, write_json
+from smpq.artifacts import load_state_dict, read_json, save_state_dict
 from smpq.cost import CostTable, bitops, size_bytes
 from smpq.policy import Policy
 from smpq.quant import Calibration, apply_policy
 from smpq.train import evaluate, train
 from stages.inputs import build_model, load_prepared
-from stages.plots import training_curves
+from stages.plots import write_training_results
 from stages.session import parse_args, session
 
 EVAL_BATCH = 1024
@@ -34,13 +34,11 @@ def run(params, method: str, *, prepared_dir: Path, pretrain_dir: Path, calibrat
     test = evaluate(model, prepared.loader("test", batch_size=EVAL_BATCH, seed=params.seed), desc="test")
     save_state_dict(out / "model.pt", model.state_dict())
     policy.save(out / "policy.yaml")
-    metrics = {"method": method, "policy": policy.label(exclude=(table.first, table.last)), "top1": test["top1"], "loss": test["loss"],
+    metrics = {"method": method, "policy": policy.label(exclude=(table.first, table.last)),
+               "top1": test["top1"], "loss": test["loss"],
                "gbitops": bitops(table, policy) / 1e9, "size_mb": size_bytes(table, policy) / 1e6,
                "epochs": cfg.epochs, "train_seconds": sum(h["epoch_seconds"] for h in history)}
-    write_json(results / "metrics.json", metrics)
-    write_json(results / "history.json", history)
-    training_curves(history, results / "curves.png", f"finetune {method} (QAT)")
-    return metrics
+    return write_training_results(results, metrics, history, f"finetune {method} (QAT)")
 
 
 def main(argv: list[str] | None = None) -> None:

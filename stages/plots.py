@@ -10,7 +10,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from smpq.artifacts import atomic_write  # noqa: E402
+from smpq.artifacts import atomic_write, write_json  # noqa: E402
+
+
+def write_training_results(results: Path, metrics: Mapping, history: Sequence[Mapping[str, float]],
+                           title: str) -> dict:
+    """A training stage's ``metrics.json``, per-epoch ``history.json`` (a DVC plot) and ``curves.png``."""
+    write_json(results / "metrics.json", metrics)
+    write_json(results / "history.json", history)
+    training_curves(history, results / "curves.png", title)
+    return dict(metrics)
 
 
 def training_curves(history: Sequence[Mapping[str, float]], path: Path, title: str) -> Path:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from smpq.artifacts import save_state_dict, write_json
+from smpq.artifacts import save_state_dict
 from smpq.train import evaluate, train
 from stages.inputs import build_model, load_prepared
-from stages.plots import training_curves
+from stages.plots import write_training_results
 from stages.session import parse_args, session
 
 EVAL_BATCH = 1024
@@ -29,10 +29,7 @@ def run(params, *, prepared_dir: Path, out: Path, results: Path, on_epoch=None) 
     save_state_dict(out / "model.pt", model.state_dict())
     metrics = {"fp_top1": test["top1"], "fp_loss": test["loss"], "epochs": cfg.epochs,
                "train_seconds": sum(h["epoch_seconds"] for h in history)}
-    write_json(results / "metrics.json", metrics)
-    write_json(results / "history.json", history)
-    training_curves(history, results / "curves.png", "pretrain (full precision)")
-    return metrics
+    return write_training_results(results, metrics, history, "pretrain (full precision)")
 
 
 def main(argv: list[str] | None = None) -> None:

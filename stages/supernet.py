@@ -10,7 +10,7 @@ from smpq.artifacts import save_state_dict, write_json
 from smpq.cost import bitops, budget_bitops, size_bytes
 from smpq.supernet import search
 from stages.inputs import fixed_bits, load_prepared, load_supernet
-from stages.plots import training_curves
+from stages.plots import write_training_results
 from stages.session import parse_args, session
 
 
@@ -40,10 +40,7 @@ def run(params, *, prepared_dir: Path, pretrain_dir: Path, calibrate_dir: Path, 
         "alpha_entropy": supernet.alpha_entropy(), "val_top1": history[-1]["val_top1"] if history else None,
         "train_seconds": sum(h["epoch_seconds"] for h in history),
     }
-    write_json(results / "metrics.json", metrics)
-    write_json(results / "history.json", history)
-    training_curves(history, results / "curves.png", "supernet search")
-    return metrics
+    return write_training_results(results, metrics, history, "supernet search")
 
 
 def log_epoch(tracker, epoch: int, metrics: dict, alpha: dict) -> None:

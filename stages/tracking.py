@@ -160,6 +160,18 @@ def _parent_run(client: Any, experiment_id: str, group: str) -> str:
     return run.info.run_id
 
 
+def fail_pipeline_run(cfg: TrackingConfig, root: Path, group: str) -> str | None:
+    """Mark pipeline execution ``group``'s parent run FAILED (created if no stage got as far as opening one)."""
+    if not cfg.enabled:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, root))
+    parent = _parent_run(client, _experiment(client, cfg.experiment, root), group)
+    client.set_terminated(parent, "FAILED")
+    return parent
+
+
 def find_parent_run(cfg: TrackingConfig, root: Path, group: str) -> str | None:
     """The parent run id of pipeline execution ``group`` (used by the Prefect flow to report it)."""
     from mlflow.tracking import MlflowClient
