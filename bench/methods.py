@@ -1,0 +1,250 @@
+"""Benchmark: SMPQ vs DMPQ vs uniform over seeds and budgets, each fine-tuned on the default pipeline (SPEC §3.4).
+
+Why: one seed and one budget cannot tell a better selection rule from noise. For every seed (``params.seed``:
+it changes the splits, the FP and supernet initialisation and the Shapley permutations) the search stages
+run once (prepare → pretrain → calibrate → supernet → shapley, reused by every budget); for every budget
+(``select.budget.avg_bits``) ``select`` picks the ``smpq``, ``dmpq`` (iso-budget log p(α)) and ``uniform``
+policies and each is fine-tuned (QAT) and tested; ``dmpq_argmax`` (the raw α argmax, its own BitOps,
+independent of the budget) is fine-tuned once per seed. Everything else is the project's ``params.yaml``.
+
+Reported: per budget and method top-1 mean ± std over seeds, GBitOps, MB, paired differences smpq − dmpq and
+smpq − uniform; per seed the Spearman ρ between α probabilities and Shapley values over all candidates and
+the layers where smpq and dmpq choose different bits; a PNG of top-1 vs GBitOps with error bars; a JSON of
+every raw number (``--render`` re-summarises that JSON without training). Cost with the default params and
+three budgets on a 2-core x86_64 CPU, 2 torch threads (measured 2026-11-26, docs/RESULTS.md): about 9 minutes
+per seed when the cores are free (515 s = the fastest time of each stage over three seeds), 22–32 minutes per
+seed while other jobs shared the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import platform
+import statistics
+from pathlib import Path
+
+import matplotlib
+import yaml
+from scipy.stats import spearmanr
+
+from bench.workspace import SCRATCH, TINY, Workspace, default_params, override, reuse_stages, run_finetune, \
+    run_search, run_select, set_threads, timed
+from smpq.artifacts import read_json, write_json, write_text
+from smpq.policy import Policy
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+METHODS = ("smpq", "dmpq", "uniform")
+REUSABLE = ("prepare", "pretrain", "calibrate", "supernet")  # independent of the shapley and select params
+ARGMAX = "dmpq_argmax"
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["shapley.truncation=0.5"]`` -> ``{"shapley.truncation": 0.5}`` (values parsed as YAML)."""
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (_, eq, _) in zip(items, pairs) if not eq]
+    if bad:
+        raise SystemExit(f"--set expects KEY=VALUE, got {bad}")
+    return {key: yaml.safe_load(value) for key, _, value in pairs}
+
+
+def budget_tag(avg_bits: float) -> str:
+    return f"avg{avg_bits:g}"
+
+
+def spearman_alpha_shapley(ws: Workspace) -> float:
+    """ρ between each candidate's α probability and its Shapley value (all players of the game)."""
+    players = read_json(ws.data("shapley") / "shapley.json")["players"]
+    return float(spearmanr([p["alpha_probability"] for p in players], [p["value"] for p in players]).statistic)
+
+
+def differing_layers(ws: Workspace, tag: str) -> dict[str, str]:
+    """Layers where the smpq and dmpq policies of one budget differ: ``{layer: "smpq W?A? / dmpq W?A?"}``."""
+    folder = ws.select_dirs(tag)[0]
+    smpq, dmpq = Policy.load(folder / "smpq.yaml"), Policy.load(folder / "dmpq.yaml")
+    return {name: f"smpq {smpq[name]} / dmpq {dmpq[name]}" for name in smpq if smpq[name] != dmpq[name]}
+
+
+def run_budget(params, ws: Workspace, avg_bits: float) -> dict:
+    """Select at one budget and fine-tune smpq, dmpq and uniform on it."""
+    tag = budget_tag(avg_bits)
+    params = override(params, {"select.budget.avg_bits": avg_bits, "select.budget.gbitops": None})
+    selection = run_select(params, ws, tag)
+    methods = {m: {**selection[m], **run_finetune(params, ws, tag, m)} for m in METHODS}
+    return {"avg_bits": avg_bits, "budget_gbitops": selection["uniform"]["budget_gbitops"], "methods": methods,
+            "differing_layers": differing_layers(ws, tag)}
+
+
+def run_seed(params, seed: int, budgets: list[float], out: Path, reuse: Path | None = None) -> dict:
+    """Search stages once (or only ``shapley``, on the supernet of ``reuse``), then every budget, then the
+    budget-independent argmax policy."""
+    params = override(params, {"seed": seed})
+    ws = Workspace(out / f"seed{seed}")
+    logging.getLogger("bench.methods").info("seed %d: search stages in %s", seed, ws.root)
+    skip = REUSABLE if reuse else ()
+    if reuse:
+        reuse_stages(Workspace(reuse / f"seed{seed}"), ws)
+    stage_seconds = run_search(params, ws, skip)
+    per_budget, seconds = timed(lambda: {budget_tag(b): run_budget(params, ws, b) for b in budgets})
+    first = budget_tag(budgets[0])
+    argmax_selection = read_json(ws.select_dirs(first)[1] / "summary.json")[ARGMAX]
+    argmax = {**argmax_selection, **run_finetune(params, ws, "argmax", ARGMAX, select_tag=first)}
+    stage_seconds |= {"select+finetune (all budgets)": seconds, "finetune dmpq_argmax": argmax["wall_seconds"]}
+    return {"seed": seed, "fp_top1": read_json(ws.results("pretrain") / "metrics.json")["fp_top1"],
+            "spearman_alpha_shapley": spearman_alpha_shapley(ws),
+            "shapley": read_json(ws.results("shapley") / "metrics.json"), "stage_seconds": stage_seconds,
+            "total_seconds": sum(stage_seconds.values()), "budgets": per_budget, ARGMAX: argmax}
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarise(seeds: list[dict], budgets: list[float]) -> list[dict]:
+    """One row per (budget, method) plus the argmax row: mean ± std over seeds of top-1, GBitOps and MB."""
+    rows = []
+    for b in budgets:
+        for m in METHODS:
+            runs = [s["budgets"][budget_tag(b)]["methods"][m] for s in seeds]
+            rows.append(_row(b, m, runs, seeds[0]["budgets"][budget_tag(b)]["budget_gbitops"]))
+    rows.append(_row(None, ARGMAX, [s[ARGMAX] for s in seeds], None) | {"meets_budget": None})
+    return rows
+
+
+def _row(avg_bits, method: str, runs: list[dict], budget_gbitops) -> dict:
+    top1, top1_std = mean_std([r["top1"] for r in runs])
+    return {"avg_bits": avg_bits, "budget_gbitops": budget_gbitops, "method": method, "top1_mean": top1,
+            "top1_std": top1_std, "gbitops_mean": statistics.fmean(r["gbitops"] for r in runs),
+            "gbitops_std": mean_std([r["gbitops"] for r in runs])[1],
+            "size_mb_mean": statistics.fmean(r["size_mb"] for r in runs),
+            "meets_budget": all(r["meets_budget"] for r in runs), "seeds": len(runs)}
+
+
+def paired_gaps(seeds: list[dict], budgets: list[float]) -> list[dict]:
+    """Per budget: smpq − dmpq and smpq − uniform top-1 (paired by seed) and how many layers differ."""
+    gaps = []
+    for b in budgets:
+        per_seed = [s["budgets"][budget_tag(b)] for s in seeds]
+        top1 = {m: [r["methods"][m]["top1"] for r in per_seed] for m in METHODS}
+        gaps.append({"avg_bits": b, **{f"smpq_minus_{o}": mean_std([x - y for x, y in zip(top1["smpq"], top1[o])])
+                                       for o in ("dmpq", "uniform")},
+                     "differing_layers_mean": statistics.fmean(len(r["differing_layers"]) for r in per_seed)})
+    return gaps
+
+
+def _pm(mean: float, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    return f"{scale * mean:.{digits}f} ± " + (f"{scale * std:.{digits}f}" if std is not None else "n/a")
+
+
+def markdown(rows: list[dict], gaps: list[dict], seeds: list[dict]) -> str:
+    lines = ["| budget (avg bits) | budget GBitOps | method | top-1 % (mean ± std) | GBitOps | MB | meets budget |",
+             "|---|---:|---|---:|---:|---:|---|"]
+    for r in rows:
+        budget = ("–", "–") if r["avg_bits"] is None else (f"{r['avg_bits']:g}", f"{r['budget_gbitops']:.5f}")
+        lines.append(f"| {budget[0]} | {budget[1]} | {r['method']} | {_pm(r['top1_mean'], r['top1_std'])} | "
+                     f"{r['gbitops_mean']:.5f} | {r['size_mb_mean']:.4f} | {_meets(r['meets_budget'])} |")
+    lines += ["",
+              "| budget (avg bits) | smpq − dmpq (pp, paired) | smpq − uniform (pp, paired) | layers smpq≠dmpq |",
+              "|---|---:|---:|---:|"]
+    for g in gaps:
+        lines.append(f"| {g['avg_bits']:g} | {_pm(*g['smpq_minus_dmpq'])} | {_pm(*g['smpq_minus_uniform'])} | "
+                     f"{g['differing_layers_mean']:.1f} |")
+    tags = list(seeds[0]["budgets"])
+    lines += ["", "| seed | FP top-1 % | ρ(α, Shapley) | Shapley evals | "
+              + " | ".join(f"layers smpq≠dmpq @ {t}" for t in tags) + " |",
+              "|---|---:|---:|---:|" + "---:|" * len(tags)]
+    for s in seeds:
+        lines.append(f"| {s['seed']} | {100 * s['fp_top1']:.2f} | {s['spearman_alpha_shapley']:.3f} | "
+                     f"{s['shapley']['evaluations']} | " + " | ".join(str(len(s["budgets"][t]["differing_layers"]))
+                                                                for t in tags) + " |")
+    stages = list(seeds[0]["stage_seconds"])
+    lines += ["", "| seconds per stage | " + " | ".join(f"seed {s['seed']}" for s in seeds) + " | fastest |",
+              "|---|" + "---:|" * (len(seeds) + 1)]
+    for stage in [*stages, "total"]:
+        values = [s["total_seconds"] if stage == "total" else s["stage_seconds"][stage] for s in seeds]
+        best = sum(min(s["stage_seconds"][k] for s in seeds) for k in stages) if stage == "total" else min(values)
+        lines.append(f"| {stage} | " + " | ".join(f"{v:.0f}" for v in values) + f" | {best:.0f} |")
+    lines += ["", "Layers where smpq and dmpq choose different bits:", ""]
+    for s in seeds:
+        for tag, b in s["budgets"].items():
+            diffs = ", ".join(f"{k} ({v})" for k, v in b["differing_layers"].items()) or "none"
+            lines.append(f"- seed {s['seed']}, {tag}: {diffs}")
+    return "\n".join(lines)
+
+
+def _meets(value: bool | None) -> str:
+    return "own BitOps" if value is None else ("yes" if value else "no")
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Top-1 vs GBitOps, error bars = std over seeds (both axes), one series per method."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for method in (*METHODS, ARGMAX):
+        pts = [r for r in rows if r["method"] == method]
+        ax.errorbar([r["gbitops_mean"] for r in pts], [100 * r["top1_mean"] for r in pts],
+                    xerr=[r["gbitops_std"] or 0 for r in pts], yerr=[100 * (r["top1_std"] or 0) for r in pts],
+                    marker="o", capsize=3, linestyle="-" if len(pts) > 1 else "none", label=method)
+    ax.set_xlabel("GBitOps")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("top-1 vs GBitOps (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[2.5, 3.0, 4.0], help="select.budget.avg_bits")
+    parser.add_argument("--tiny", action="store_true", help="tiny data and epochs (smoke test, not a result)")
+    parser.add_argument("--out", type=Path, default=SCRATCH / "methods")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--render", action="store_true", help="only re-summarise OUT/methods.json (no training)")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="an earlier run's OUT: copy its prepare..supernet outputs, rerun shapley onward "
+                             "(for other shapley/select params; seeds and the other params must match)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="params overrides, e.g. shapley.truncation=0.5 (YAML values)")
+    args = parser.parse_args(argv)
+    if args.render:
+        return render(read_json(args.out / "methods.json"), args.out)
+    set_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    params = override(default_params(), (TINY if args.tiny else {}) | parse_overrides(args.set))
+    seeds, seconds = timed(lambda: [run_seed(params, s, args.budgets, args.out, args.reuse) for s in args.seeds])
+    report = {"command": "python -m bench.methods " + " ".join(argv if argv is not None else _argv()),
+              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": args.threads,
+              "tiny": args.tiny, "wall_seconds": seconds, "budgets": args.budgets, "seeds": seeds}
+    return render(report, args.out)
+
+
+def render(report: dict, out: Path) -> dict:
+    """Summary rows, paired gaps, markdown, plot and JSON from the raw per-seed results."""
+    budgets = report.get("budgets") or [b["avg_bits"] for b in report["seeds"][0]["budgets"].values()]
+    seeds = report["seeds"]
+    report |= {"summary": summarise(seeds, budgets), "paired_gaps": paired_gaps(seeds, budgets)}
+    table = markdown(report["summary"], report["paired_gaps"], seeds)
+    write_json(out / "methods.json", report)
+    write_text(out / "methods.md", table + "\n")
+    plot(report["summary"], out / "top1_vs_gbitops.png")
+    print(table)
+    print(f"\n{len(seeds)} seed(s) x {len(budgets)} budget(s) in {report['wall_seconds']:.0f} s; raw results: "
+          f"{out / 'methods.json'}")
+    return report
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
+if __name__ == "__main__":
+    main()
