@@ -1,11 +1,13 @@
 """Benchmark: Shapley estimation wall time on 1 vs 2 Dask workers, and the Dask path's overhead (issue 5).
 
-    python -m bench.shapley_workers [--project .] [--permutations 4] [--chunks 4] [--batch 1024]
+    python -m bench.shapley_workers [--project .] [--permutations N] [--chunks K] [--batch 1024]
 
 The game is the default supernet: the project's trained one when ``data/supernet/supernet.pt`` exists
-(inputs and params found through the ``shapley`` stage's command in ``dvc.yaml``), otherwise a freshly
-built ``compact_resnet`` supernet with random weights, calibration on random data and random α (seeded),
-scored on a random batch labelled by its own full-precision model. The line ``game:`` says which.
+(inputs and params found through the ``shapley`` stage's command in ``dvc.yaml``; the estimator, the number
+of permutations and of chunks default to the stage's ``shapley`` and ``fanout`` params, so the in-process
+time is the stage's own), otherwise a freshly built ``compact_resnet`` supernet with random weights,
+calibration on random data and random α (seeded), scored on a random batch labelled by its own
+full-precision model, with 4 antithetic permutations in 4 chunks. The line ``game:`` says which.
 
 Three configurations compute the same permutations in the same ``--chunks`` chunks (so the same number of
 value evaluations) and must give bit-identical values:
@@ -48,7 +50,8 @@ _GAMES: dict[GameSpec, tuple] = {}
 
 
 def load_game(spec: GameSpec) -> tuple:
-    """``(value_fn, n_players, description)``, built once per process (one torch thread)."""
+    """``(value_fn, n_players, description, estimator)``, built once per process (one torch thread);
+    ``estimator`` holds the stage's ``shapley`` settings (permutations, chunks, antithetic, truncation, ...)."""
     torch.set_num_threads(1)
     if spec not in _GAMES:
         _GAMES[spec] = _project_game(spec) if spec.project else _random_game(spec)
@@ -62,8 +65,11 @@ def _project_game(spec: GameSpec) -> tuple:
     root = Path(spec.project).resolve()
     params_path, paths = stage_inputs(stage_command(root, STAGE), root)
     g = game(params_path, paths)
+    cfg = g.params.shapley
+    estimator = {"permutations": cfg.max_permutations, "chunks": g.params.fanout.chunks,
+                 "antithetic": cfg.antithetic, "truncation": cfg.truncation, "direction": cfg.direction}
     return g.value_fn, len(g.players), f"trained supernet of {root} ({g.params.model.name}, " \
-                                       f"{g.params.shapley.batch_size} search_val samples)"
+                                       f"{cfg.batch_size} search_val samples)", estimator
 
 
 def _random_game(spec: GameSpec) -> tuple:
@@ -74,7 +80,9 @@ def _random_game(spec: GameSpec) -> tuple:
     with torch.no_grad():
         labels = fixed_model(images).argmax(dim=1)
     value_fn = supernet_game(supernet, images, labels, "top1")
-    return value_fn, len(supernet.players()), f"fresh compact_resnet supernet, random α, {spec.batch} random images"
+    estimator = {"permutations": 4, "chunks": 4, "antithetic": True, "truncation": None, "direction": "remove"}
+    return value_fn, len(supernet.players()), f"fresh compact_resnet supernet, random α, {spec.batch} random " \
+                                              "images", estimator
 
 
 def warm(spec: GameSpec) -> dict:
@@ -83,11 +91,16 @@ def warm(spec: GameSpec) -> dict:
     return {"torch_threads": torch.get_num_threads()}
 
 
+def walk_settings(estimator: dict) -> dict:
+    """The keyword arguments of one permutation walk (those of ``sample_permutations``)."""
+    return {k: estimator[k] for k in ("antithetic", "truncation", "direction")}
+
+
 def chunk(spec: GameSpec, indices: list[int], seed: int):
     from smpq.shapley import sample_permutations
 
-    value_fn, n_players, _ = load_game(spec)
-    return sample_permutations(value_fn, n_players, indices, seed=seed, antithetic=True)
+    value_fn, n_players, _, estimator = load_game(spec)
+    return sample_permutations(value_fn, n_players, indices, seed=seed, **walk_settings(estimator))
 
 
 def peak_rss_mib() -> float:
@@ -97,9 +110,10 @@ def peak_rss_mib() -> float:
 def in_process(spec: GameSpec, permutations: int, chunks: int) -> tuple[float, object]:
     from smpq.shapley import shapley_values
 
-    value_fn, n_players, _ = load_game(spec)
+    value_fn, n_players, _, estimator = load_game(spec)
     start = time.perf_counter()
-    result = shapley_values(value_fn, n_players, seed=spec.seed, max_permutations=permutations, chunks=chunks)
+    result = shapley_values(value_fn, n_players, seed=spec.seed, max_permutations=permutations, chunks=chunks,
+                            **walk_settings(estimator))
     return time.perf_counter() - start, result
 
 
@@ -110,14 +124,15 @@ def on_dask(spec: GameSpec, permutations: int, chunks: int, workers: int) -> dic
     from pipelines.fanout import local_cluster_kwargs, local_workers
     from smpq.shapley import chunk_indices, combine
 
-    ranges = [list(r) for r in chunk_indices(permutations, chunks, antithetic=True)]
+    antithetic = load_game(spec)[3]["antithetic"]
+    ranges = [list(r) for r in chunk_indices(permutations, chunks, antithetic=antithetic)]
     setup = time.perf_counter()
     with local_workers(), LocalCluster(**local_cluster_kwargs(workers)) as cluster, Client(cluster) as client:
         threads = client.run(warm, spec)
         setup = time.perf_counter() - setup
         start = time.perf_counter()
         blocks = client.gather(client.map(chunk, [spec] * len(ranges), ranges, seed=spec.seed, pure=False))
-        result = combine(blocks, antithetic=True)
+        result = combine(blocks, antithetic=antithetic)
         seconds = time.perf_counter() - start
         rss = client.run(peak_rss_mib)
     return {"seconds": seconds, "setup": setup, "result": result, "rss": sorted(rss.values()),
@@ -128,7 +143,7 @@ def same(a, b) -> bool:
     return all(np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True) for k in ("values", "stderr", "trace"))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     """Run by ``python -m``, this file is ``__main__``; the workers must get the importable module's
     functions (pickled by reference, so their game cache lives on in each worker)."""
     if __name__ == "__main__":
@@ -137,24 +152,30 @@ def main(argv: list[str] | None = None) -> None:
         return imported_main(argv)
     parser = argparse.ArgumentParser(prog="python -m bench.shapley_workers", description=__doc__.splitlines()[0])
     parser.add_argument("--project", default=".", help="project whose trained supernet to use, if it has one")
-    parser.add_argument("--permutations", type=int, default=4, help="even (antithetic pairs)")
-    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--permutations", type=int, default=None, help="default: the game's (see above)")
+    parser.add_argument("--chunks", type=int, default=None, help="default: the game's (see above)")
     parser.add_argument("--batch", type=int, default=1024, help="value batch of the random-supernet game")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    import distributed  # noqa: F401  (its import sets up its loggers; quiet them after it)
+
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter
     trained = (Path(args.project) / "data/supernet/supernet.pt").is_file()
     spec = GameSpec(str(Path(args.project).resolve()) if trained else None, args.batch, args.seed)
-    _, n_players, description = load_game(spec)
-    print(f"game: {description}; {n_players} players, {args.permutations} permutations in {args.chunks} chunks")
+    _, n_players, description, estimator = load_game(spec)
+    args.permutations = args.permutations or estimator["permutations"]
+    args.chunks = args.chunks or estimator["chunks"]
+    print(f"game: {description}; {n_players} players, {args.permutations} permutations in {args.chunks} chunks "
+          f"({', '.join(f'{k} {v}' for k, v in walk_settings(estimator).items())})")
     local_seconds, local = in_process(spec, args.permutations, args.chunks)
     print(f"  in-process: {local_seconds:7.1f} s  {local.n_evaluations / local_seconds:6.1f} evaluations/s  "
           f"({local.n_evaluations} evaluations, peak RSS {peak_rss_mib():.0f} MiB, torch threads 1)")
     runs = {}
     for workers in (1, 2):
         run = runs[workers] = on_dask(spec, args.permutations, args.chunks, workers)
-        assert same(run["result"], local), f"dask x{workers} gave a different estimate"
+        if not same(run["result"], local):
+            raise RuntimeError(f"dask x{workers} gave a different estimate than in-process")
         rate = local.n_evaluations / run["seconds"]
         print(f"  dask x{workers}:    {run['seconds']:7.1f} s  {rate:6.1f} evaluations/s  "
               f"(setup {run['setup']:.1f} s; worker peak RSS {', '.join(f'{r:.0f}' for r in run['rss'])} MiB; "
@@ -166,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Dask overhead, 1 worker vs in-process: {overhead:+.1%} "
           f"({'meets' if overhead <= OVERHEAD_TARGET else 'misses'} the {OVERHEAD_TARGET:.0%} target)")
     print("all three estimates identical: yes")
+    return {"in_process_seconds": local_seconds, "evaluations": local.n_evaluations, "speedup": speedup,
+            "overhead": overhead, "worker_rss_mib": {w: r["rss"] for w, r in runs.items()}}
 
 
 if __name__ == "__main__":

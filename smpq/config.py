@@ -164,6 +164,19 @@ class ShapleyConfig:
     truncation: float | None = field(default=None, metadata=_range(0.0, 1.0))
     direction: str = field(default="remove", metadata=_choices("remove", "add"))
 
+    def check(self, path: str) -> None:
+        if self.antithetic and self.max_permutations % 2:
+            raise ConfigError(f"{path}.max_permutations: {self.max_permutations} must be even with antithetic: true "
+                              "(pairs of a permutation and its reverse)")
+        if self.truncation is None:
+            return
+        if self.direction != "remove":
+            raise ConfigError(f"{path}.truncation: only defined for direction: remove (stop a permutation once "
+                              "the coalition's value falls below truncation·v(N)); set truncation: null")
+        if self.value != "top1":
+            raise ConfigError(f"{path}.truncation: needs value: top1 (the stop at truncation·v(N) assumes a "
+                              f"positive v(N), and {self.value} is negative); set truncation: null")
+
 
 @dataclass(frozen=True)
 class FanoutConfig:

@@ -86,6 +86,9 @@ def test_overrides_use_dotted_keys(tmp_path):
     ({"shapley": {"truncation": 1.5}}, "shapley.truncation: 1.5 out of range; allowed: [0.0, 1.0]"),
     ({"shapley": {"direction": "sideways"}}, "shapley.direction: 'sideways' is not allowed; allowed: remove, add"),
     ({"shapley": {"max_permutations": 0}}, "shapley.max_permutations: 0 out of range; allowed: >= 1"),
+    ({"shapley": {"max_permutations": 7, "antithetic": True}}, "shapley.max_permutations: 7 must be even with antithetic: true"),
+    ({"shapley": {"direction": "add", "truncation": 0.5}}, "shapley.truncation: only defined for direction: remove"),
+    ({"shapley": {"value": "neg_loss", "truncation": 0.5}}, "shapley.truncation: needs value: top1"),
     ({"tracking": []}, "tracking: expected a mapping of keys, got list"),
     ({"data": {"root": None, "dataset": "image_folder", "image_size": 4}}, "data.image_size: 4 out of range; allowed: [8, 1024]"),
 ])

@@ -125,3 +125,33 @@ def test_stage_costs_reruns_in_a_copy(tmp_path):
     assert all(s["wall_seconds"] >= 0 for s in report["mlflow_project"])
     assert "| prepare |" in (tmp_path / "out/stage_costs.md").read_text()
     assert stage_costs.main(["--render", "--out", str(tmp_path / "out")])["rerun"] == report["rerun"]
+
+
+def test_mckp_benchmark_solves_the_resnet18_sized_instance(capsys):
+    from bench import mckp
+
+    values, costs, budget = mckp.instance(0)
+    assert (len(values), len(values[0])) == (19, 16)
+    mckp.main(["--repeats", "2"])
+    out = capsys.readouterr().out
+    assert "MCKP 19 groups x 16 items" in out and "median" in out
+
+
+def test_coalition_benchmark_runs_on_a_small_batch(capsys):
+    from bench import coalition_eval
+
+    result = coalition_eval.main(["--repeats", "1", "--evals", "1", "--batch", "16", "--threads", "1"])
+    assert set(result["evaluations_per_second"]) == {"fixed", "masked", "full", "argmax"}
+    assert all(rate > 0 for rate in result["evaluations_per_second"].values())
+    assert result["argmax_vs_fixed_max_abs_diff"] <= 1e-5  # the argmax coalition is the fixed-policy model
+    assert "masked/fixed" in capsys.readouterr().out
+
+
+def test_worker_benchmark_gives_identical_estimates_on_one_and_two_dask_workers(tmp_path, capsys):
+    from bench import shapley_workers
+
+    result = shapley_workers.main(["--project", str(tmp_path), "--permutations", "2", "--chunks", "2",
+                                   "--batch", "16"])  # no supernet in tmp_path: the random-weight game
+    assert result["evaluations"] > 0 and result["speedup"] > 0
+    assert set(result["worker_rss_mib"]) == {1, 2} and len(result["worker_rss_mib"][2]) == 2
+    assert "all three estimates identical: yes" in capsys.readouterr().out
