@@ -3,9 +3,12 @@
 Why: the cost of the Shapley estimate is the obvious objection to SMPQ, and the project's default must beat
 the Shapley-NAS setting it mirrors. One game for everyone: the default pipeline's trained supernet
 (``data/prepared``, ``data/pretrain``, ``data/calibrate``, ``data/supernet``, read only), frozen, value =
-``shapley.value`` on one fixed seeded ``search_val`` batch of ``--batch`` images (default 128, an eighth of the
-stage's 1 024: the study's 54 561 evaluations took 865 s on 2 cores, measured 2026-11-26; Shapley-NAS draws a
-fresh batch per permutation, here the game is fixed so that every estimator estimates the same values).
+``shapley.value`` on one fixed seeded ``search_val`` batch of ``--batch`` images (default 128; Shapley-NAS draws
+a fresh batch per permutation, here the game is fixed so that every estimator estimates the same values).
+Cost: proportional to the default's evaluations (reference and curves are multiples of it). With the earlier
+default (20 untruncated permutations, 1 258 evaluations) the study's 54 561 evaluations took 865 s on 2 cores
+(measured 2026-11-26, docs/RESULTS.md §2); today's default takes about twice the evaluations, so expect about
+30 minutes at the default factors.
 
 - reference: antithetic permutation sampling, no truncation, ≥ ``--reference-factor`` × the default's
   evaluations, its own seed;

@@ -10,10 +10,10 @@ independent of the budget) is fine-tuned once per seed. Everything else is the p
 Reported: per budget and method top-1 mean ± std over seeds, GBitOps, MB, paired differences smpq − dmpq and
 smpq − uniform; per seed the Spearman ρ between α probabilities and Shapley values over all candidates and
 the layers where smpq and dmpq choose different bits; a PNG of top-1 vs GBitOps with error bars; a JSON of
-every raw number (``--render`` re-summarises that JSON without training). Cost with the default params and
-three budgets on a 2-core x86_64 CPU, 2 torch threads (measured 2026-11-26, docs/RESULTS.md): about 9 minutes
-per seed when the cores are free (515 s = the fastest time of each stage over three seeds), 22–32 minutes per
-seed while other jobs shared the cores.
+every raw number (``--render`` re-summarises that JSON without training). Cost with three budgets on a
+2-core x86_64 CPU, 2 torch threads, free cores (docs/RESULTS.md §1, §1b): about 5 minutes per seed with
+today's defaults (fastest stage times: prepare..supernet 141 s, shapley 50 s, select + fine-tuning 86 s);
+with ``--reuse`` (shapley onward only) 136–141 s per seed. Shared cores make it several times slower.
 """
 
 from __future__ import annotations
