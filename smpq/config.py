@@ -8,14 +8,15 @@ serve library users who build configs in code. Optional keys (``null`` allowed) 
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from smpq.schema import ConfigError, as_flat_dict, in_range, one_of, parse_config
+
+__all__ = ["ConfigError", "Params", "as_flat_dict", "load_params"]
 
 BIT_RANGE = (2, 16)  # bit-widths a candidate (or the fixed first/last precision) may take
 DATASETS = ("fashion_mnist", "cifar10", "image_folder")
@@ -23,27 +24,15 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 METHODS = ("smpq", "dmpq", "uniform", "dmpq_argmax")
 
 
-class ConfigError(ValueError):
-    """A params file that does not describe a valid run; the message names the key path."""
-
-
-def _range(lo: float | None = None, hi: float | None = None) -> dict:
-    return {"range": (lo, hi)}
-
-
-def _choices(*allowed: str) -> dict:
-    return {"choices": allowed}
-
-
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = field(default="fashion_mnist", metadata=_choices(*DATASETS))
+    dataset: str = field(default="fashion_mnist", metadata=one_of(*DATASETS))
     root: str | None = None  # folder with the raw files; None = the default lookup (SPEC §4)
     allow_download: bool = True  # torchvision download into data/raw when online (Fashion-MNIST only)
-    image_size: int | None = field(default=None, metadata=_range(8, 1024))  # image_folder only
-    search_val_size: int = field(default=5000, metadata=_range(1))
-    train_size: int | None = field(default=None, metadata=_range(1))  # None = the rest of the pool
-    test_size: int | None = field(default=None, metadata=_range(1))  # None = the whole test set
+    image_size: int | None = field(default=None, metadata=in_range(8, 1024))  # image_folder only
+    search_val_size: int = field(default=5000, metadata=in_range(1))
+    train_size: int | None = field(default=None, metadata=in_range(1))  # None = the rest of the pool
+    test_size: int | None = field(default=None, metadata=in_range(1))  # None = the whole test set
 
     def check(self, path: str) -> None:
         if self.dataset == "image_folder" and self.image_size is None:
@@ -62,14 +51,14 @@ class ModelConfig:
 class TrainConfig:
     """One recipe for the shared training loop (pretraining and QAT fine-tuning)."""
 
-    epochs: int = field(default=1, metadata=_range(0))
-    batch_size: int = field(default=128, metadata=_range(1))
-    lr: float = field(default=0.1, metadata=_range(0.0))
-    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
-    weight_decay: float = field(default=5e-4, metadata=_range(0.0))
+    epochs: int = field(default=1, metadata=in_range(0))
+    batch_size: int = field(default=128, metadata=in_range(1))
+    lr: float = field(default=0.1, metadata=in_range(0.0))
+    momentum: float = field(default=0.9, metadata=in_range(0.0, 1.0))
+    weight_decay: float = field(default=5e-4, metadata=in_range(0.0))
     nesterov: bool = True
-    schedule: str = field(default="onecycle", metadata=_choices(*SCHEDULES))
-    samples_per_epoch: int | None = field(default=None, metadata=_range(1))  # None = the whole split
+    schedule: str = field(default="onecycle", metadata=one_of(*SCHEDULES))
+    samples_per_epoch: int | None = field(default=None, metadata=in_range(1))  # None = the whole split
     augment: bool = False
 
 
@@ -87,8 +76,8 @@ class FinetuneConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class BitsPair:
-    w_bits: int = field(default=8, metadata=_range(*BIT_RANGE))
-    a_bits: int = field(default=8, metadata=_range(*BIT_RANGE))
+    w_bits: int = field(default=8, metadata=in_range(*BIT_RANGE))
+    a_bits: int = field(default=8, metadata=in_range(*BIT_RANGE))
 
 
 @dataclass(frozen=True)
@@ -112,18 +101,18 @@ class QuantConfig:
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    batches: int = field(default=8, metadata=_range(1))
-    batch_size: int = field(default=128, metadata=_range(1))
-    max_activation_samples: int = field(default=200_000, metadata=_range(1000))
+    batches: int = field(default=8, metadata=in_range(1))
+    batch_size: int = field(default=128, metadata=in_range(1))
+    max_activation_samples: int = field(default=200_000, metadata=in_range(1000))
 
 
 @dataclass(frozen=True)
 class BudgetConfig:
     """Exactly one of ``avg_bits`` (BitOps of uniform W{b}A{b}) or ``gbitops``; ``size_mb`` optional."""
 
-    avg_bits: float | None = field(default=None, metadata=_range(*BIT_RANGE))
-    gbitops: float | None = field(default=None, metadata=_range(0.0))
-    size_mb: float | None = field(default=None, metadata=_range(0.0))
+    avg_bits: float | None = field(default=None, metadata=in_range(*BIT_RANGE))
+    gbitops: float | None = field(default=None, metadata=in_range(0.0))
+    size_mb: float | None = field(default=None, metadata=in_range(0.0))
 
     def check(self, path: str) -> None:
         if (self.avg_bits is None) == (self.gbitops is None):
@@ -134,17 +123,17 @@ class BudgetConfig:
 class SupernetConfig:
     """DMPQ supernet training (SPEC §3.2): weights on ``train``, α on ``search_val``, alternating."""
 
-    epochs: int = field(default=2, metadata=_range(0))
-    warmup_epochs: int = field(default=0, metadata=_range(0))  # α frozen during these first epochs
-    batch_size: int = field(default=128, metadata=_range(1))
-    samples_per_epoch: int | None = field(default=None, metadata=_range(1))
-    lr: float = field(default=0.01, metadata=_range(0.0))  # weights and step sizes (SGD)
-    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
-    weight_decay: float = field(default=1e-4, metadata=_range(0.0))
-    alpha_lr: float = field(default=0.01, metadata=_range(0.0))  # α (Adam)
-    alpha_weight_decay: float = field(default=0.0, metadata=_range(0.0))
-    complexity_weight: float = field(default=1.0, metadata=_range(0.0))  # λ
-    complexity_form: str = field(default="hinge", metadata=_choices("hinge", "ratio"))
+    epochs: int = field(default=2, metadata=in_range(0))
+    warmup_epochs: int = field(default=0, metadata=in_range(0))  # α frozen during these first epochs
+    batch_size: int = field(default=128, metadata=in_range(1))
+    samples_per_epoch: int | None = field(default=None, metadata=in_range(1))
+    lr: float = field(default=0.01, metadata=in_range(0.0))  # weights and step sizes (SGD)
+    momentum: float = field(default=0.9, metadata=in_range(0.0, 1.0))
+    weight_decay: float = field(default=1e-4, metadata=in_range(0.0))
+    alpha_lr: float = field(default=0.01, metadata=in_range(0.0))  # α (Adam)
+    alpha_weight_decay: float = field(default=0.0, metadata=in_range(0.0))
+    complexity_weight: float = field(default=1.0, metadata=in_range(0.0))  # λ
+    complexity_form: str = field(default="hinge", metadata=one_of("hinge", "ratio"))
     target: BudgetConfig = BudgetConfig(avg_bits=4)  # expected-BitOps target, same forms as select.budget
 
     def check(self, path: str) -> None:
@@ -156,13 +145,13 @@ class SupernetConfig:
 class ShapleyConfig:
     """Monte Carlo Shapley values of the bit-width candidates on the trained supernet (SPEC §3.3)."""
 
-    value: str = field(default="top1", metadata=_choices("top1", "neg_loss"))
-    batch_size: int = field(default=1024, metadata=_range(1))  # one fixed, seeded search_val batch
-    max_permutations: int = field(default=100, metadata=_range(1))
-    tolerance: float | None = field(default=None, metadata=_range(0.0))
+    value: str = field(default="top1", metadata=one_of("top1", "neg_loss"))
+    batch_size: int = field(default=1024, metadata=in_range(1))  # one fixed, seeded search_val batch
+    max_permutations: int = field(default=100, metadata=in_range(1))
+    tolerance: float | None = field(default=None, metadata=in_range(0.0))
     antithetic: bool = True
-    truncation: float | None = field(default=None, metadata=_range(0.0, 1.0))
-    direction: str = field(default="remove", metadata=_choices("remove", "add"))
+    truncation: float | None = field(default=None, metadata=in_range(0.0, 1.0))
+    direction: str = field(default="remove", metadata=one_of("remove", "add"))
 
     def check(self, path: str) -> None:
         if self.antithetic and self.max_permutations % 2:
@@ -182,9 +171,9 @@ class ShapleyConfig:
 class FanoutConfig:
     """How Shapley permutation chunks are spread out; never changes the result for a given seed."""
 
-    chunks: int = field(default=4, metadata=_range(1))  # seeded permutation chunks (merged exactly)
-    runner: str = field(default="threads", metadata=_choices("threads", "processes", "dask"))  # Prefect flow
-    workers: int = field(default=2, metadata=_range(1))  # threads/processes, or local Dask cluster workers
+    chunks: int = field(default=4, metadata=in_range(1))  # seeded permutation chunks (merged exactly)
+    runner: str = field(default="threads", metadata=one_of("threads", "processes", "dask"))  # Prefect flow
+    workers: int = field(default=2, metadata=in_range(1))  # threads/processes, or local Dask cluster workers
     dask_address: str | None = None  # tcp://host:8786 of a running scheduler; None = local cluster
 
 
@@ -215,7 +204,7 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = field(default=0, metadata=_range(0))
+    seed: int = field(default=0, metadata=in_range(0))
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     pretrain: TrainConfig = TrainConfig(epochs=3)
@@ -248,100 +237,9 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise ConfigError(f"{path}: {err}") from None
 
 
-def parse_config(cls: type, data: Any, path: str) -> Any:
-    """Build the frozen dataclass ``cls`` from a mapping, checking keys, types and ranges."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path or 'params'}: expected a mapping of keys, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = _join(path, str(unknown[0]))
-        raise ConfigError(f"{where}: unknown key; allowed keys: {', '.join(fields)}")
-    missing = [name for name in fields if name not in data and not _optional(hints[name])]
-    if missing:
-        raise ConfigError(f"{_join(path, missing[0])}: missing key; every key must be set in the params file "
-                          f"(this section needs: {', '.join(fields)})")
-    values = {}
-    for name, value in data.items():
-        key = _join(path, name)
-        values[name] = _check_value(_convert(hints[name], value, key), fields[name].metadata, key)
-    values.update({name: None for name in fields if name not in data})  # an omitted optional key is None
-    obj = cls(**values)
-    if hasattr(obj, "check"):
-        obj.check(path or "params")
-    return obj
-
-
-def as_flat_dict(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"pretrain.lr": 0.1, ...}`` for logging a config object as flat params."""
-    flat: dict[str, Any] = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        key = _join(prefix, f.name)
-        if dataclasses.is_dataclass(value):
-            flat.update(as_flat_dict(value, key))
-        else:
-            flat[key] = list(value) if isinstance(value, tuple) else value
-    return flat
-
-
-def _convert(hint: Any, value: Any, key: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, key)
-    if dataclasses.is_dataclass(hint):
-        return parse_config(hint, value, key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not in params
-
-
-def _optional(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
-
-
-def _check_value(value: Any, metadata: Mapping[str, Any], key: str) -> Any:
-    if value is None:
-        return value
-    if "choices" in metadata and value not in metadata["choices"]:
-        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(metadata['choices'])}")
-    if "range" in metadata:
-        lo, hi = metadata["range"]
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            allowed = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-            raise ConfigError(f"{key}: {value!r} out of range; allowed: {allowed}")
-    return value
-
-
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = data
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key

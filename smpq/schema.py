@@ -1,0 +1,114 @@
+"""Frozen dataclasses as schemas for YAML mappings: typed conversion, range and choice checks, and errors
+that name the key path (``pretrain.lr: -1 out of range; allowed: >= 0``). Used by ``smpq.config``."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A params file that does not describe a valid run; the message names the key path."""
+
+
+def in_range(lo: float | None = None, hi: float | None = None) -> dict:
+    """Field metadata: the value must lie in ``[lo, hi]`` (``hi`` None = no upper bound)."""
+    return {"range": (lo, hi)}
+
+
+def one_of(*allowed: str) -> dict:
+    """Field metadata: the value must be one of ``allowed``."""
+    return {"choices": allowed}
+
+
+def parse_config(cls: type, data: Any, path: str) -> Any:
+    """Build the frozen dataclass ``cls`` from a mapping, checking keys, types and ranges."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'params'}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = _join(path, str(unknown[0]))
+        raise ConfigError(f"{where}: unknown key; allowed keys: {', '.join(fields)}")
+    missing = [name for name in fields if name not in data and not _optional(hints[name])]
+    if missing:
+        raise ConfigError(f"{_join(path, missing[0])}: missing key; every key must be set in the params file "
+                          f"(this section needs: {', '.join(fields)})")
+    values = {}
+    for name, value in data.items():
+        key = _join(path, name)
+        values[name] = _check_value(_convert(hints[name], value, key), fields[name].metadata, key)
+    values.update({name: None for name in fields if name not in data})  # an omitted optional key is None
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check(path or "params")
+    return obj
+
+
+def as_flat_dict(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"pretrain.lr": 0.1, ...}`` for logging a config object as flat params."""
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        key = _join(prefix, f.name)
+        if dataclasses.is_dataclass(value):
+            flat.update(as_flat_dict(value, key))
+        else:
+            flat[key] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key)
+    if dataclasses.is_dataclass(hint):
+        return parse_config(hint, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not in params
+
+
+def _optional(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _check_value(value: Any, metadata: Mapping[str, Any], key: str) -> Any:
+    if value is None:
+        return value
+    if "choices" in metadata and value not in metadata["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(metadata['choices'])}")
+    if "range" in metadata:
+        lo, hi = metadata["range"]
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            allowed = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise ConfigError(f"{key}: {value!r} out of range; allowed: {allowed}")
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
