@@ -170,7 +170,8 @@ def study(game, n: int, params, seeds: list[int], reference_factor: float, max_f
     ref = run_until(game, n, CONFIGS["antithetic"], REFERENCE_SEED, math.ceil(reference_factor * e_default))
     reference = np.asarray(ref.values)
     reference_choice = choose(reference)
-    budgets = [max(1, round(f * e_default)) for f in GRID]
+    # only budgets the curves reach: a column past a curve's end would repeat its last estimate
+    budgets = [max(1, round(f * e_default)) for f in GRID if f <= max_factor]
     configs = {**CONFIGS, "default": default}
     curves = {}
     for name, c in configs.items():

@@ -96,6 +96,7 @@ def test_estimator_study_on_the_tiny_supernet(tiny_methods, tmp_path):
         for c in per_seed.values():
             assert c["evaluations"] == sorted(c["evaluations"]) and len(c["rho"]) == len(c["evaluations"])
             assert all(-1 <= r <= 1 for r in c["rho"]) and all(e >= 0 for e in c["max_error"])
+    assert result["budgets"] == [max(1, round(f * result["default_evaluations"])) for f in estimator.GRID if f <= 1]
     assert (tmp_path / "estimator.json").exists() and "shapley_nas" in (tmp_path / "estimator.md").read_text()
 
 
