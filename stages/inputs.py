@@ -10,13 +10,11 @@ from torch import nn
 from smpq.artifacts import load_state_dict, read_json
 from smpq.config import Params
 from smpq.cost import CostTable
-from smpq.data import load_image_set, make_loader
+from smpq.data import CARD_FILE, load_image_set, make_loader
 from smpq.models import create_model
 from smpq.policy import LayerBits
 from smpq.quant import Calibration
 from smpq.supernet import Supernet
-
-CARD = "card.json"
 
 
 @dataclass
@@ -42,7 +40,7 @@ class Prepared:
 
 
 def load_prepared(folder: Path) -> Prepared:
-    return Prepared(folder=folder, card=read_json(folder / CARD))
+    return Prepared(folder=folder, card=read_json(folder / CARD_FILE))
 
 
 def build_model(params: Params, prepared: Prepared, pretrained: Path | None = None) -> nn.Module:

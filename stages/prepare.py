@@ -6,8 +6,7 @@ import logging
 from pathlib import Path
 
 from smpq.artifacts import write_json
-from smpq.data import dataset_card, load_dataset, make_splits, materialise_splits, save_image_set
-from stages.inputs import CARD
+from smpq.data import CARD_FILE, dataset_card, load_dataset, make_splits, materialise_splits, save_image_set
 from stages.session import parse_args, session
 
 log = logging.getLogger("smpq.stage.prepare")
@@ -23,7 +22,7 @@ def run(params, *, raw_dir: Path, out: Path) -> dict:
     for name, images in image_sets.items():
         save_image_set(out / f"{name}.pt", images)
     card = dataset_card(raw, splits, image_sets, seed=params.seed)
-    write_json(out / CARD, card)
+    write_json(out / CARD_FILE, card)
     log.info("prepared %s from %s: %s", raw.name, raw.source, {k: len(v) for k, v in image_sets.items()})
     return {f"{name}_count": len(images) for name, images in image_sets.items()}
 
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     with session("prepare", args, sections=("data",)) as s:
         metrics = run(s.params, raw_dir=args.raw, out=args.out)
         s.tracker.log_metrics(metrics)
-        s.tracker.log_artifact(args.out / CARD)
+        s.tracker.log_artifact(args.out / CARD_FILE)
 
 
 if __name__ == "__main__":

@@ -56,3 +56,53 @@ def test_library_files_stay_small():
     too_long = {str(p.relative_to(ROOT)): n for p in python_files("smpq")
                 if (n := len(p.read_text().splitlines())) > 350}
     assert not too_long
+
+
+def local_imports(path: Path) -> set[str]:
+    """Modules of this project (``smpq.*``, ``stages.*``) that a file imports, at any depth in the file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {n for n in names if n.split(".")[0] in {"smpq", "stages"}}
+
+
+def module_file(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None  # ``from pkg import name`` where name is not a module
+
+
+def code_closure(module: str) -> set[Path]:
+    """Every project file the module runs when imported: its local imports, their packages' __init__, and on."""
+    todo, seen = [module], set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for file in filter(None, (module_file(".".join(parts[:i])) for i in range(1, len(parts) + 1))):
+            if file not in seen:
+                seen.add(file)
+                todo += local_imports(file)
+    return seen
+
+
+def dvc_stage_commands() -> dict[str, tuple[str, list[str]]]:
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: ((s.get("do") or s)["cmd"], (s.get("do") or s).get("deps", [])) for name, s in stages.items()}
+
+
+@pytest.mark.parametrize("stage", sorted(dvc_stage_commands()))
+def test_dvc_deps_cover_the_code_each_stage_runs(stage):
+    """A change to any project file a stage imports must make ``dvc repro`` rerun that stage."""
+    cmd, deps = dvc_stage_commands()[stage]
+    module = cmd.split("python -m ", 1)[1].split()[0]
+    dep_paths = [ROOT / d for d in deps if "${" not in d]
+    uncovered = {str(f.relative_to(ROOT)) for f in code_closure(module)
+                 if not any(f == d or d in f.parents for d in dep_paths)}
+    assert not uncovered, f"{stage}: add to its deps in dvc.yaml: {sorted(uncovered)}"

@@ -5,7 +5,7 @@ training then uses ``load_image_set`` -> ``make_loader`` (seeded per epoch via `
 """
 
 from smpq.data.batch_ops import Normaliser, augment_batch, crop_padding
-from smpq.data.card import dataset_card, file_sha256, listing_sha256
+from smpq.data.card import CARD_FILE, dataset_card, file_sha256, listing_sha256
 from smpq.data.cifar10 import load_cifar10
 from smpq.data.errors import DataError
 from smpq.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist, locate_fashion_mnist
@@ -21,7 +21,8 @@ from smpq.data.stats import channel_stats
 from smpq.data.torch_dataset import NormalisedImages
 
 __all__ = [
-    "DATASET_NAMES", "DEBIAN_DIR", "BatchLoader", "DataError", "FileImages", "ImageSet", "NormalisedImages",
+    "CARD_FILE", "DATASET_NAMES", "DEBIAN_DIR", "BatchLoader", "DataError", "FileImages", "ImageSet",
+    "NormalisedImages",
     "Normaliser", "RawDataset", "TensorImages", "augment_batch", "channel_stats", "crop_padding", "dataset_card",
     "file_sha256", "listing_sha256", "load_cifar10", "load_dataset", "load_fashion_mnist", "load_image_folder",
     "load_image_set", "locate_fashion_mnist", "make_loader", "make_splits", "materialise_splits", "read_idx",

@@ -13,6 +13,7 @@ from smpq.data.raw import RawDataset
 from smpq.data.stats import channel_stats
 
 CHUNK_BYTES = 1 << 20
+CARD_FILE = "card.json"  # the card's name inside a prepared-data folder
 
 
 def file_sha256(path: Path) -> str:
