@@ -7,8 +7,8 @@ the Shapley-NAS setting it mirrors. One game for everyone: the default pipeline'
 a fresh batch per permutation, here the game is fixed so that every estimator estimates the same values).
 Cost: proportional to the default's evaluations (reference and curves are multiples of it). With the earlier
 default (20 untruncated permutations, 1 258 evaluations) the study's 54 561 evaluations took 865 s on 2 cores
-(measured 2026-11-26, docs/RESULTS.md §2); today's default takes about twice the evaluations, so expect about
-30 minutes at the default factors.
+(measured 2026-11-26, docs/RESULTS.md §2); today's default (2 484 evaluations) took 25 minutes with
+``--max-factor 2`` (90 297 forwards, 2026-11-27, §2b); expect about 30 minutes at the default factors.
 
 - reference: antithetic permutation sampling, no truncation, ≥ ``--reference-factor`` × the default's
   evaluations, its own seed;
