@@ -162,7 +162,7 @@ def point(result: ShapleyResult, reference: np.ndarray) -> dict:
 def study(game, n: int, params, seeds: list[int], reference_factor: float, max_factor: float, choose) -> dict:
     """Reference, per-seed curves and points of every estimator, and their medians."""
     cfg = params.shapley
-    default = {"antithetic": cfg.antithetic, "truncation": cfg.truncation, "direction": cfg.direction}
+    default = cfg.walk
     default_runs = {s: shapley_values(game, n, seed=s, max_permutations=cfg.max_permutations,
                                       tolerance=cfg.tolerance, **default) for s in seeds}
     e_default = statistics.median(r.n_evaluations for r in default_runs.values())

@@ -51,7 +51,7 @@ _GAMES: dict[GameSpec, tuple] = {}
 
 def load_game(spec: GameSpec) -> tuple:
     """``(value_fn, n_players, description, estimator)``, built once per process (one torch thread);
-    ``estimator`` holds the stage's ``shapley`` settings (permutations, chunks, antithetic, truncation, ...)."""
+    ``estimator`` holds the stage's ``shapley`` settings: permutations, chunks and ``walk`` (``ShapleyConfig.walk``)."""
     torch.set_num_threads(1)
     if spec not in _GAMES:
         _GAMES[spec] = _project_game(spec) if spec.project else _random_game(spec)
@@ -66,8 +66,7 @@ def _project_game(spec: GameSpec) -> tuple:
     params_path, paths = stage_inputs(stage_command(root, STAGE), root)
     g = game(params_path, paths)
     cfg = g.params.shapley
-    estimator = {"permutations": cfg.max_permutations, "chunks": g.params.fanout.chunks,
-                 "antithetic": cfg.antithetic, "truncation": cfg.truncation, "direction": cfg.direction}
+    estimator = {"permutations": cfg.max_permutations, "chunks": g.params.fanout.chunks, "walk": cfg.walk}
     return g.value_fn, len(g.players), f"trained supernet of {root} ({g.params.model.name}, " \
                                        f"{cfg.batch_size} search_val samples)", estimator
 
@@ -80,7 +79,8 @@ def _random_game(spec: GameSpec) -> tuple:
     with torch.no_grad():
         labels = fixed_model(images).argmax(dim=1)
     value_fn = supernet_game(supernet, images, labels, "top1")
-    estimator = {"permutations": 4, "chunks": 4, "antithetic": True, "truncation": None, "direction": "remove"}
+    estimator = {"permutations": 4, "chunks": 4,
+                 "walk": {"antithetic": True, "direction": "remove", "truncation": None}}
     return value_fn, len(supernet.players()), f"fresh compact_resnet supernet, random α, {spec.batch} random " \
                                               "images", estimator
 
@@ -91,16 +91,11 @@ def warm(spec: GameSpec) -> dict:
     return {"torch_threads": torch.get_num_threads()}
 
 
-def walk_settings(estimator: dict) -> dict:
-    """The keyword arguments of one permutation walk (those of ``sample_permutations``)."""
-    return {k: estimator[k] for k in ("antithetic", "truncation", "direction")}
-
-
 def chunk(spec: GameSpec, indices: list[int], seed: int):
     from smpq.shapley import sample_permutations
 
     value_fn, n_players, _, estimator = load_game(spec)
-    return sample_permutations(value_fn, n_players, indices, seed=seed, **walk_settings(estimator))
+    return sample_permutations(value_fn, n_players, indices, seed=seed, **estimator["walk"])
 
 
 def peak_rss_mib() -> float:
@@ -113,7 +108,7 @@ def in_process(spec: GameSpec, permutations: int, chunks: int) -> tuple[float, o
     value_fn, n_players, _, estimator = load_game(spec)
     start = time.perf_counter()
     result = shapley_values(value_fn, n_players, seed=spec.seed, max_permutations=permutations, chunks=chunks,
-                            **walk_settings(estimator))
+                            **estimator["walk"])
     return time.perf_counter() - start, result
 
 
@@ -124,7 +119,7 @@ def on_dask(spec: GameSpec, permutations: int, chunks: int, workers: int) -> dic
     from pipelines.fanout import local_cluster_kwargs, local_workers
     from smpq.shapley import chunk_indices, combine
 
-    antithetic = load_game(spec)[3]["antithetic"]
+    antithetic = load_game(spec)[3]["walk"]["antithetic"]
     ranges = [list(r) for r in chunk_indices(permutations, chunks, antithetic=antithetic)]
     setup = time.perf_counter()
     with local_workers(), LocalCluster(**local_cluster_kwargs(workers)) as cluster, Client(cluster) as client:
@@ -164,10 +159,11 @@ def main(argv: list[str] | None = None) -> dict:
     trained = (Path(args.project) / "data/supernet/supernet.pt").is_file()
     spec = GameSpec(str(Path(args.project).resolve()) if trained else None, args.batch, args.seed)
     _, n_players, description, estimator = load_game(spec)
+    walk = estimator["walk"]
     args.permutations = args.permutations or estimator["permutations"]
     args.chunks = args.chunks or estimator["chunks"]
     print(f"game: {description}; {n_players} players, {args.permutations} permutations in {args.chunks} chunks "
-          f"({', '.join(f'{k} {v}' for k, v in walk_settings(estimator).items())})")
+          f"({', '.join(f'{k} {v}' for k, v in walk.items())})")
     local_seconds, local = in_process(spec, args.permutations, args.chunks)
     print(f"  in-process: {local_seconds:7.1f} s  {local.n_evaluations / local_seconds:6.1f} evaluations/s  "
           f"({local.n_evaluations} evaluations, peak RSS {peak_rss_mib():.0f} MiB, torch threads 1)")

@@ -136,8 +136,7 @@ def run_shapley(params: Params, ws: Workspace) -> dict:
     g = build_game(params, paths)
     result, seconds = timed(shapley_values, g.value_fn, len(g.players), seed=params.seed,
                             max_permutations=cfg.max_permutations, tolerance=cfg.tolerance,
-                            antithetic=cfg.antithetic, truncation=cfg.truncation, direction=cfg.direction,
-                            chunks=params.fanout.chunks)
+                            chunks=params.fanout.chunks, **cfg.walk)
     return write_outputs(g, result, paths, seconds)
 
 

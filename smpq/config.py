@@ -153,6 +153,12 @@ class ShapleyConfig:
     truncation: float | None = field(default=None, metadata=in_range(0.0, 1.0))
     direction: str = field(default="remove", metadata=one_of("remove", "add"))
 
+    @property
+    def walk(self) -> dict:
+        """How each permutation is walked: the keyword arguments ``shapley_values`` and ``sample_permutations``
+        share (``antithetic``, ``direction``, ``truncation``)."""
+        return {"antithetic": self.antithetic, "direction": self.direction, "truncation": self.truncation}
+
     def check(self, path: str) -> None:
         if self.antithetic and self.max_permutations % 2:
             raise ConfigError(f"{path}.max_permutations: {self.max_permutations} must be even with antithetic: true "

@@ -35,9 +35,8 @@ def run(params_path: Path, paths: ShapleyPaths) -> dict:
     start = time.perf_counter()
     with tqdm(total=cfg.max_permutations, desc="shapley permutations", disable=None) as bar:
         result = shapley_values(g.value_fn, len(g.players), seed=g.params.seed, max_permutations=cfg.max_permutations,
-                                tolerance=cfg.tolerance, antithetic=cfg.antithetic, truncation=cfg.truncation,
-                                direction=cfg.direction, chunks=g.params.fanout.chunks,
-                                progress=progress_reporter(bar, start))
+                                tolerance=cfg.tolerance, chunks=g.params.fanout.chunks,
+                                progress=progress_reporter(bar, start), **cfg.walk)
     return write_outputs(g, result, paths, time.perf_counter() - start)
 
 

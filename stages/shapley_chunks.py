@@ -145,10 +145,8 @@ def release_games() -> None:
 def run_chunk(params_path: str | Path, paths: ShapleyPaths, indices: Sequence[int]) -> PermutationSamples:
     """Marginals of permutations ``indices`` (one chunk of the plan), memoised within the chunk."""
     g = game(params_path, paths)
-    cfg = g.params.shapley
     start = time.perf_counter()
-    samples = sample_permutations(g.value_fn, len(g.players), indices, seed=g.params.seed,
-                                  antithetic=cfg.antithetic, direction=cfg.direction, truncation=cfg.truncation)
+    samples = sample_permutations(g.value_fn, len(g.players), indices, seed=g.params.seed, **g.params.shapley.walk)
     log.info("Shapley chunk %s: %d permutations, %d evaluations, %.1f s", f"[{indices[0]}, {indices[-1]}]",
              len(indices), samples.base_evaluations + int(samples.evaluations.sum()), time.perf_counter() - start)
     return samples

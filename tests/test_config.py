@@ -1,11 +1,13 @@
 """params.yaml -> typed config: every bad input is rejected with the key path and what is allowed."""
 
+import inspect
 from pathlib import Path
 
 import pytest
 import yaml
 
 from smpq.config import ConfigError, Params, as_flat_dict, load_params
+from smpq.shapley import sample_permutations, shapley_values
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -29,6 +31,13 @@ def test_project_params_load_and_are_frozen():
     assert params.quant.w_bits == (2, 3, 4, 8)
     with pytest.raises(AttributeError):
         params.pretrain.epochs = 5  # frozen
+
+
+def test_shapley_walk_is_the_estimators_keyword_arguments(tmp_path):
+    params = load_params(write(tmp_path, {}), {"shapley.truncation": 0.25, "shapley.antithetic": False})
+    assert params.shapley.walk == {"antithetic": False, "direction": "remove", "truncation": 0.25}
+    assert set(params.shapley.walk) <= set(inspect.signature(sample_permutations).parameters)
+    assert set(params.shapley.walk) <= set(inspect.signature(shapley_values).parameters)
 
 
 def test_every_key_must_be_set(tmp_path):
