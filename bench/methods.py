@@ -10,10 +10,14 @@ independent of the budget) is fine-tuned once per seed. Everything else is the p
 Reported: per budget and method top-1 mean ± std over seeds, GBitOps, MB, paired differences smpq − dmpq and
 smpq − uniform; per seed the Spearman ρ between α probabilities and Shapley values over all candidates and
 the layers where smpq and dmpq choose different bits; a PNG of top-1 vs GBitOps with error bars; a JSON of
-every raw number (``--render`` re-summarises that JSON without training). Cost with three budgets on a
-2-core x86_64 CPU, 2 torch threads, free cores (docs/RESULTS.md §1, §1b): about 5 minutes per seed with
-today's defaults (fastest stage times: prepare..supernet 141 s, shapley 50 s, select + fine-tuning 86 s);
-with ``--reuse`` (shapley onward only) 136–141 s per seed. Shared cores make it several times slower.
+every raw number (``--render`` re-summarises that JSON without training). Each seed runs in its own scratch
+copy of the project (``OUT/seed<n>``, ``bench.workspace``): ``dvc repro`` of the stages of ``dvc.yaml`` with
+the overridden ``params.yaml``, so the stages, paths and files are those of the pipeline itself; ``--reuse``
+starts a copy from an earlier run's outputs and ``dvc.lock``, and DVC reruns only what the new params change.
+Cost with three budgets on a 2-core x86_64 CPU, 2 torch threads, free cores (docs/RESULTS.md §1, §1b): about
+5 minutes per seed with today's defaults (fastest stage times: prepare..supernet 141 s, shapley 50 s, select +
+fine-tuning 86 s), plus a few seconds per stage for DVC and each stage's process start; with ``--reuse``
+(shapley onward only) 136–141 s per seed. Shared cores make it several times slower.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import matplotlib
 import yaml
 from scipy.stats import spearmanr
 
-from bench.workspace import SCRATCH, TINY, Workspace, default_params, override, reuse_stages, run_finetune, \
-    run_search, run_select, set_threads, timed
+from bench.workspace import SCRATCH, TINY, Workspace, default_params, make_copy, repro, reuse_outputs, timed, \
+    write_params
+from pipelines.dag import stage_order
 from smpq.artifacts import read_json, write_json, write_text
 from smpq.policy import Policy
 
@@ -38,8 +43,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 METHODS = ("smpq", "dmpq", "uniform")
-REUSABLE = ("prepare", "pretrain", "calibrate", "supernet")  # independent of the shapley and select params
 ARGMAX = "dmpq_argmax"
+BENCH = {"tracking.enabled": False, "finetune.methods": [*METHODS, ARGMAX]}  # no MLflow runs from benchmarks
+SEARCH = "shapley"  # the last stage before the budget: the search stages are it and its upstream
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -55,47 +61,56 @@ def budget_tag(avg_bits: float) -> str:
     return f"avg{avg_bits:g}"
 
 
+def finetune_stage(method: str) -> str:
+    """The ``dvc.yaml`` foreach item that fine-tunes ``method``."""
+    return f"finetune@{method}"
+
+
 def spearman_alpha_shapley(ws: Workspace) -> float:
     """ρ between each candidate's α probability and its Shapley value (all players of the game)."""
     players = read_json(ws.data("shapley") / "shapley.json")["players"]
     return float(spearmanr([p["alpha_probability"] for p in players], [p["value"] for p in players]).statistic)
 
 
-def differing_layers(ws: Workspace, tag: str) -> dict[str, str]:
-    """Layers where the smpq and dmpq policies of one budget differ: ``{layer: "smpq W?A? / dmpq W?A?"}``."""
-    folder = ws.select_dirs(tag)[0]
+def differing_layers(ws: Workspace) -> dict[str, str]:
+    """Layers where the current smpq and dmpq policies differ: ``{layer: "smpq W?A? / dmpq W?A?"}``."""
+    folder = ws.data("select")
     smpq, dmpq = Policy.load(folder / "smpq.yaml"), Policy.load(folder / "dmpq.yaml")
     return {name: f"smpq {smpq[name]} / dmpq {dmpq[name]}" for name in smpq if smpq[name] != dmpq[name]}
 
 
-def run_budget(params, ws: Workspace, avg_bits: float) -> dict:
-    """Select at one budget and fine-tune smpq, dmpq and uniform on it."""
-    tag = budget_tag(avg_bits)
-    params = override(params, {"select.budget.avg_bits": avg_bits, "select.budget.gbitops": None})
-    selection = run_select(params, ws, tag)
-    methods = {m: {**selection[m], **run_finetune(params, ws, tag, m)} for m in METHODS}
-    return {"avg_bits": avg_bits, "budget_gbitops": selection["uniform"]["budget_gbitops"], "methods": methods,
-            "differing_layers": differing_layers(ws, tag)}
+def run_budget(ws: Workspace, overrides: dict, avg_bits: float, methods: tuple[str, ...], threads: int):
+    """Select at one budget and fine-tune ``methods`` on it; (per-budget result, seconds per stage that ran)."""
+    write_params(ws, overrides | {"select.budget.avg_bits": avg_bits, "select.budget.gbitops": None})
+    seconds = repro(ws, ["select", *map(finetune_stage, methods)], threads)
+    selection = read_json(ws.metrics("select"))
+    runs = {m: {**selection[m], **read_json(ws.metrics(finetune_stage(m))),
+                "wall_seconds": seconds.get(finetune_stage(m))} for m in methods}
+    return {"avg_bits": avg_bits, "budget_gbitops": selection["uniform"]["budget_gbitops"], "methods": runs,
+            "differing_layers": differing_layers(ws)}, seconds
 
 
-def run_seed(params, seed: int, budgets: list[float], out: Path, reuse: Path | None = None) -> dict:
-    """Search stages once (or only ``shapley``, on the supernet of ``reuse``), then every budget, then the
-    budget-independent argmax policy."""
-    params = override(params, {"seed": seed})
-    ws = Workspace(out / f"seed{seed}")
+def run_seed(overrides: dict, seed: int, budgets: list[float], out: Path, reuse: Path | None = None,
+             threads: int = 2) -> dict:
+    """Search stages once (only those the params change, with ``reuse``), then every budget; the budget-
+    independent argmax policy is fine-tuned once, on the first budget's selection."""
+    overrides = overrides | {"seed": seed}
+    ws = make_copy(out / f"seed{seed}", overrides)
     logging.getLogger("bench.methods").info("seed %d: search stages in %s", seed, ws.root)
-    skip = REUSABLE if reuse else ()
     if reuse:
-        reuse_stages(Workspace(reuse / f"seed{seed}"), ws)
-    stage_seconds = run_search(params, ws, skip)
-    per_budget, seconds = timed(lambda: {budget_tag(b): run_budget(params, ws, b) for b in budgets})
-    first = budget_tag(budgets[0])
-    argmax_selection = read_json(ws.select_dirs(first)[1] / "summary.json")[ARGMAX]
-    argmax = {**argmax_selection, **run_finetune(params, ws, "argmax", ARGMAX, select_tag=first)}
-    stage_seconds |= {"select+finetune (all budgets)": seconds, "finetune dmpq_argmax": argmax["wall_seconds"]}
-    return {"seed": seed, "fp_top1": read_json(ws.results("pretrain") / "metrics.json")["fp_top1"],
+        reuse_outputs(Workspace(reuse / f"seed{seed}"), ws)
+    stage_seconds = repro(ws, stage_order(ws.root, SEARCH), threads)
+    per_budget, seconds = {}, {}
+    for i, b in enumerate(budgets):
+        per_budget[budget_tag(b)], took = run_budget(ws, overrides, b, METHODS + ((ARGMAX,) if i == 0 else ()),
+                                                     threads)
+        seconds |= {f"{budget_tag(b)} {stage}": s for stage, s in took.items()}
+    argmax = per_budget[budget_tag(budgets[0])]["methods"].pop(ARGMAX)
+    argmax_seconds = seconds.pop(f"{budget_tag(budgets[0])} {finetune_stage(ARGMAX)}", 0.0)  # 0: DVC skipped it
+    stage_seconds |= {"select+finetune (all budgets)": sum(seconds.values()), "finetune dmpq_argmax": argmax_seconds}
+    return {"seed": seed, "fp_top1": read_json(ws.metrics("pretrain"))["fp_top1"],
             "spearman_alpha_shapley": spearman_alpha_shapley(ws),
-            "shapley": read_json(ws.results("shapley") / "metrics.json"), "stage_seconds": stage_seconds,
+            "shapley": read_json(ws.metrics("shapley")), "stage_seconds": stage_seconds,
             "total_seconds": sum(stage_seconds.values()), "budgets": per_budget, ARGMAX: argmax}
 
 
@@ -204,20 +219,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budgets", type=float, nargs="+", default=[2.5, 3.0, 4.0], help="select.budget.avg_bits")
     parser.add_argument("--tiny", action="store_true", help="tiny data and epochs (smoke test, not a result)")
     parser.add_argument("--out", type=Path, default=SCRATCH / "methods")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each stage process")
     parser.add_argument("--render", action="store_true", help="only re-summarise OUT/methods.json (no training)")
     parser.add_argument("--reuse", type=Path, default=None,
-                        help="an earlier run's OUT: copy its prepare..supernet outputs, rerun shapley onward "
-                             "(for other shapley/select params; seeds and the other params must match)")
+                        help="an earlier run's OUT: start each seed from its outputs and dvc.lock; DVC reruns "
+                             "only the stages the new params change (e.g. shapley onward for shapley params)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="params overrides, e.g. shapley.truncation=0.5 (YAML values)")
     args = parser.parse_args(argv)
     if args.render:
         return render(read_json(args.out / "methods.json"), args.out)
-    set_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = override(default_params(), (TINY if args.tiny else {}) | parse_overrides(args.set))
-    seeds, seconds = timed(lambda: [run_seed(params, s, args.budgets, args.out, args.reuse) for s in args.seeds])
+    overrides = BENCH | (TINY if args.tiny else {}) | parse_overrides(args.set)
+    default_params(overrides)  # a bad key or value stops here, before any copy or training
+    seeds, seconds = timed(lambda: [run_seed(overrides, s, args.budgets, args.out, args.reuse, args.threads)
+                                    for s in args.seeds])
     report = {"command": "python -m bench.methods " + " ".join(argv if argv is not None else _argv()),
               "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": args.threads,

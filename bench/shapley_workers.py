@@ -51,7 +51,7 @@ _GAMES: dict[GameSpec, tuple] = {}
 
 def load_game(spec: GameSpec) -> tuple:
     """``(value_fn, n_players, description, estimator)``, built once per process (one torch thread);
-    ``estimator`` holds the stage's ``shapley`` settings: permutations, chunks and ``walk`` (``ShapleyConfig.walk``)."""
+    ``estimator`` holds the stage's ``shapley`` settings: permutations, chunks and ``walk`` (``ShapleyConfig.method``)."""
     torch.set_num_threads(1)
     if spec not in _GAMES:
         _GAMES[spec] = _project_game(spec) if spec.project else _random_game(spec)
@@ -60,27 +60,29 @@ def load_game(spec: GameSpec) -> tuple:
 
 def _project_game(spec: GameSpec) -> tuple:
     from pipelines.dag import stage_command
-    from stages.shapley_chunks import STAGE, game, stage_inputs
+    from smpq.config import load_params
+    from stages.shapley import STAGE, stage_inputs
+    from stages.shapley_worker import game
 
     root = Path(spec.project).resolve()
     params_path, paths = stage_inputs(stage_command(root, STAGE), root)
-    g = game(params_path, paths)
-    cfg = g.params.shapley
-    estimator = {"permutations": cfg.max_permutations, "chunks": g.params.fanout.chunks, "walk": cfg.walk}
-    return g.value_fn, len(g.players), f"trained supernet of {root} ({g.params.model.name}, " \
+    params = load_params(params_path)
+    g, cfg = game(params, paths), params.shapley
+    estimator = {"permutations": cfg.max_permutations, "chunks": params.fanout.chunks, "walk": cfg.method}
+    return g.value_fn, len(g.players), f"trained supernet of {root} ({params.model.name}, " \
                                        f"{cfg.batch_size} search_val samples)", estimator
 
 
 def _random_game(spec: GameSpec) -> tuple:
     from bench.coalition_eval import build
-    from smpq.coalition_game import supernet_game
+    from smpq.shapley.game import supernet_game
 
     supernet, fixed_model, images = build(spec.seed, spec.batch, None)
     with torch.no_grad():
         labels = fixed_model(images).argmax(dim=1)
     value_fn = supernet_game(supernet, images, labels, "top1")
     estimator = {"permutations": 4, "chunks": 4,
-                 "walk": {"antithetic": True, "direction": "remove", "truncation": None}}
+                 "walk": {"estimator": "permutation", "antithetic": True, "direction": "remove", "truncation": None}}
     return value_fn, len(supernet.players()), f"fresh compact_resnet supernet, random α, {spec.batch} random " \
                                               "images", estimator
 
@@ -92,10 +94,10 @@ def warm(spec: GameSpec) -> dict:
 
 
 def chunk(spec: GameSpec, indices: list[int], seed: int):
-    from smpq.shapley import sample_permutations
+    from smpq.shapley.estimate import sample_units
 
     value_fn, n_players, _, estimator = load_game(spec)
-    return sample_permutations(value_fn, n_players, indices, seed=seed, **estimator["walk"])
+    return sample_units(value_fn, n_players, indices, seed=seed, **estimator["walk"])
 
 
 def peak_rss_mib() -> float:
@@ -103,7 +105,7 @@ def peak_rss_mib() -> float:
 
 
 def in_process(spec: GameSpec, permutations: int, chunks: int) -> tuple[float, object]:
-    from smpq.shapley import shapley_values
+    from smpq.shapley.estimate import shapley_values
 
     value_fn, n_players, _, estimator = load_game(spec)
     start = time.perf_counter()
@@ -117,7 +119,8 @@ def on_dask(spec: GameSpec, permutations: int, chunks: int, workers: int) -> dic
     from distributed import Client, LocalCluster
 
     from pipelines.fanout import local_cluster_kwargs, local_workers
-    from smpq.shapley import chunk_indices, combine
+    from smpq.shapley.estimate import combine
+    from smpq.shapley.sampling import chunk_indices
 
     antithetic = load_game(spec)[3]["walk"]["antithetic"]
     ranges = [list(r) for r in chunk_indices(permutations, chunks, antithetic=antithetic)]

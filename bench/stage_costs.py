@@ -4,10 +4,10 @@ Why: to know where the wall time of ``dvc repro`` goes and what a bigger setting
 
 - wall time per stage as MLflow recorded it (latest FINISHED child run of each stage in the project's
   ``mlflow.db``, read from a copy of the file) and in a fresh re-run;
-- the re-run: a temporary copy of the project (code, ``dvc.yaml``, ``params.yaml``; never the project itself)
-  as a new git + DVC repository, ``dvc repro`` there with ``python`` on PATH wrapped in ``/usr/bin/time -v``,
-  so every stage command of ``dvc.yaml`` reports its own wall time and peak RSS; then the no-op
-  ``dvc repro`` time (everything up to date) in that copy;
+- the re-run: a scratch copy of the project (``bench.workspace.make_copy``; never the project itself),
+  ``dvc repro`` there with ``python`` on PATH wrapped in ``/usr/bin/time -v``, so every stage command of
+  ``dvc.yaml`` reports its own wall time and peak RSS; then the no-op ``dvc repro`` time (everything up to
+  date) in that copy;
 - value evaluations per second of the masked supernet vs a plain FP forward and the fixed-policy quantized
   model (``bench.coalition_eval``'s functions, trained weights of ``data/pretrain`` when present);
 - the exact ILP (MCKP) time on a ResNet-18-sized instance (``bench.mckp``'s instance).
@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,59 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from bench import coalition_eval, mckp
-from bench.workspace import PROJECT, SCRATCH, TINY, set_threads
+from bench.workspace import PROJECT, SCRATCH, TINY, clean_env, make_copy, project_workspace, set_threads, sh
+from pipelines.dag import stage_order
 from smpq.artifacts import read_json, write_json, write_text
 from smpq.models.registry import create_model
 from smpq.select import solve_mckp
 
 TIME = Path("/usr/bin/time")
-COPIED = ("smpq", "stages", "pipelines", "dvc.yaml", "params.yaml", ".dvcignore")
 SHIM = '#!/bin/sh\nexec {time} -v -o "$SMPQ_TIME_DIR/$$.txt" {python} "$@"\n'
-
-
-def clean_env(project: Path) -> dict[str, str]:
-    """The environment for the copy: no tracking/pipeline variables that could point at the real project."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SMPQ_", "PREFECT_", "DVC_"))}
-    return env | {"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-                  "PREFECT_HOME": str(project / ".prefect"),
-                  "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-                  "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
-                  "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-def sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[str, float]:
-    """Run ``cmd``; (stdout, seconds). A failure raises with the tail of its output."""
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return proc.stdout, time.perf_counter() - start
-
-
-def make_copy(dest: Path, overrides: dict | None = None) -> Path:
-    """The project's code and pipeline definition in ``dest`` as a fresh git + DVC repository."""
-    for name in COPIED:
-        src = PROJECT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for dotted, value in (overrides or {}).items():
-        *path, key = dotted.split(".")
-        node = params
-        for part in path:
-            node = node[part]
-        node[key] = value
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (dest / ".gitignore").write_text("/data/\n/mlflow.db\n/mlruns/\n/.prefect/\n__pycache__/\n")
-    env = clean_env(dest)
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        sh(cmd, dest, env)
-    return dest
 
 
 def parse_time(text: str) -> dict:
@@ -179,13 +135,9 @@ def ilp_time(repeats: int) -> dict:
             "max_ms": max(times), "repeats": repeats}
 
 
-DAG = ("prepare", "pretrain", "calibrate", "supernet", "shapley", "select", "finetune", "report")
-
-
-def dag_key(stage: str) -> tuple[int, str]:
-    """Pipeline order of ``dvc.yaml`` (``finetune@<method>`` items together), for the table."""
-    base = stage.split("@")[0]
-    return (DAG.index(base) if base in DAG else len(DAG), stage)
+def dag_key(stage: str, order: list[str]) -> tuple[int, str]:
+    """The stage's place in ``order`` (the pipeline order of ``dvc.yaml``), for the table."""
+    return (order.index(stage) if stage in order else len(order), stage)
 
 
 def markdown(report: dict) -> str:
@@ -193,7 +145,8 @@ def markdown(report: dict) -> str:
     copy = {s["stage"]: s for s in report["mlflow_copy"]}
     lines = ["| stage | re-run: process wall s | re-run: MLflow run s | re-run: peak RSS MB | "
              "project store: MLflow run s (started, UTC) |", "|---|---:|---:|---:|---|"]
-    for s in sorted(report["rerun"]["stages"], key=lambda s: dag_key(s["stage"])):
+    order = report.get("stage_order", [])
+    for s in sorted(report["rerun"]["stages"], key=lambda s: dag_key(s["stage"], order)):
         inner, recorded = copy.get(s["stage"]), project.get(s["stage"])
         lines.append(f"| {s['stage']} | {s['wall_seconds']:.1f} | "
                      f"{'–' if inner is None else format(inner['wall_seconds'], '.1f')} | {s['peak_rss_mb']:.0f} | "
@@ -229,9 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
     SCRATCH.mkdir(parents=True, exist_ok=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stage_costs_", dir=SCRATCH))
     workdir.mkdir(parents=True, exist_ok=True)
-    copy = make_copy(workdir / "project", TINY | {"tracking.enabled": False} if args.tiny else None)
-    weights = PROJECT / "data/pretrain/model.pt"
-    report = {"copy": str(copy), "rerun": rerun(copy, args.targets),
+    copy = make_copy(workdir / "project", TINY | {"tracking.enabled": False} if args.tiny else None).root
+    weights = project_workspace().data("pretrain") / "model.pt"
+    report = {"copy": str(copy), "rerun": rerun(copy, args.targets), "stage_order": stage_order(copy),
               "mlflow_project": mlflow_stage_times(PROJECT / "mlflow.db"),
               "mlflow_copy": mlflow_stage_times(copy / "mlflow.db"),
               "evaluation_rates": evaluation_rates(args.batch, args.repeats, 2 if args.tiny else 5,

@@ -1,31 +1,34 @@
-"""Benchmark workspaces: stage folders of one run and the default pipeline's stages called in-process.
+"""Benchmark workspaces: scratch copies of the project in which ``dvc repro`` runs the stages with other params.
 
-The benchmarks re-run the stages of ``dvc.yaml`` with modified params (another seed, another budget, a tiny
-configuration) without touching the project's own ``data/`` and ``results/``: every stage's ``run`` writes
-into a ``Workspace`` under a scratch folder (default ``/tmp/smpq_bench``). In-process calls skip MLflow
-tracking (that lives in the stage entry points), so benchmark runs never land in the project's store.
+A benchmark never writes the project's own outputs. ``make_copy`` copies the project's files (what git
+lists, without ``dvc.lock`` and the stage outputs) into a scratch folder as a fresh git repository and
+writes its ``params.yaml`` with dotted overrides, validated first by ``smpq.config.load_params`` (a typo is
+a ``ConfigError`` naming the key). ``repro`` runs stages there with ``dvc repro --single-item``; stage order,
+commands and paths all come from ``dvc.yaml`` (``pipelines.dag``). ``reuse_outputs`` seeds a copy with an
+earlier copy's outputs and ``dvc.lock``, so DVC reruns only the stages whose params or code changed.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import yaml
 
-from smpq.config import Params, load_params
-from smpq.shapley import shapley_values
-from stages import calibrate, finetune, prepare, pretrain, select, supernet
-from stages.shapley_chunks import ShapleyPaths, build_game, write_outputs
+from pipelines.dag import all_outputs, metrics_files, stage_order, stage_outputs
+from smpq.config import Params, as_flat_dict, load_params
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCRATCH = Path("/tmp/smpq_bench")
-SEARCH_STAGES = ("prepare", "pretrain", "calibrate", "supernet", "shapley")
+MARKER = ".bench_copy"  # a folder holding this file is a scratch copy that make_copy may replace
 
 # A configuration small enough for the tests (seconds, not minutes); the same shape as the default.
 TINY: dict[str, Any] = {
@@ -38,47 +41,39 @@ TINY: dict[str, Any] = {
 }
 
 
-def default_params(path: Path | None = None) -> Params:
-    """The project's ``params.yaml`` (validated), the baseline every benchmark starts from."""
-    return load_params(path or PROJECT / "params.yaml")
+def default_params(overrides: Mapping[str, Any] | None = None) -> Params:
+    """The project's ``params.yaml`` with dotted ``overrides`` (``{"seed": 1}``), validated by ``load_params``."""
+    return load_params(PROJECT / "params.yaml", overrides)
 
 
-def override(params: Any, values: Mapping[str, Any]) -> Any:
-    """``params`` with dotted keys replaced (``{"select.budget.avg_bits": 2.5}``) on the frozen config objects."""
-    for dotted, value in values.items():
-        head, _, rest = dotted.partition(".")
-        new = override(getattr(params, head), {rest: value}) if rest else value
-        params = dataclasses.replace(params, **{head: new})
-    return params
+def override(params: Params, values: Mapping[str, Any]) -> Params:
+    """``params`` with dotted keys replaced, validated again as a whole by ``load_params``."""
+    return default_params(as_flat_dict(params) | dict(values))
 
 
 @dataclass(frozen=True)
 class Workspace:
-    """Where one benchmark run keeps its stage outputs: ``root/data/<stage>`` and ``root/results/<stage>``."""
+    """A project folder (the project itself or a scratch copy); its stage outputs lie where ``dvc.yaml`` says."""
 
     root: Path
 
     def data(self, stage: str) -> Path:
-        return self.root / "data" / stage
+        """The first output ``dvc.yaml`` declares for ``stage`` (its data folder)."""
+        return stage_outputs(self.root, stage)[0]
 
-    def results(self, stage: str) -> Path:
-        return self.root / "results" / stage
-
-    def select_dirs(self, tag: str) -> tuple[Path, Path]:
-        return self.data(f"select/{tag}"), self.results(f"select/{tag}")
-
-    def finetune_dirs(self, tag: str, method: str) -> tuple[Path, Path]:
-        return self.data(f"finetune/{tag}/{method}"), self.results(f"finetune/{tag}/{method}")
+    def metrics(self, stage: str) -> Path:
+        """The first metrics file ``dvc.yaml`` declares for ``stage``."""
+        return metrics_files(self.root, stage)[0]
 
     def missing(self) -> list[Path]:
-        """Inputs of the Shapley game that are absent (prepared splits, FP model, calibration, supernet)."""
-        needed = [self.data("prepared") / "card.json", self.data("pretrain") / "model.pt",
-                  self.data("calibrate") / "cost_table.json", self.data("supernet") / "supernet.pt"]
-        return [path for path in needed if not path.exists()]
+        """Absent outputs of the stages the ``shapley`` stage depends on (its game cannot be built without)."""
+        if not (self.root / "dvc.yaml").is_file():
+            return [self.root / "dvc.yaml"]
+        return [path for path in map(self.data, stage_order(self.root, "shapley")[:-1]) if not path.exists()]
 
 
 def project_workspace() -> Workspace:
-    """The default pipeline's own folders (``data/``, ``results/`` of the project): read them, never write."""
+    """The project's own folders: read them, never write."""
     return Workspace(PROJECT)
 
 
@@ -88,74 +83,111 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def reuse_stages(source: Workspace, ws: Workspace) -> None:
-    """Copy the outputs of prepare..supernet from ``source`` into ``ws`` (to rerun only shapley onward)."""
-    if source.missing():
-        raise FileNotFoundError(f"{source.root}: nothing to reuse, missing {[str(p) for p in source.missing()]}; "
-                                "run the benchmark without reuse first")
-    for data, results in (("prepared", None), ("pretrain", "pretrain"), ("calibrate", "calibrate"),
-                          ("supernet", "supernet")):
-        shutil.copytree(source.data(data), ws.data(data), dirs_exist_ok=True)
-        if results and source.results(results).exists():
-            shutil.copytree(source.results(results), ws.results(results), dirs_exist_ok=True)
+def clean_env(project: Path, threads: int | None = None) -> dict[str, str]:
+    """The environment for a copy: no tracking or pipeline variables that could point at the real project."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SMPQ_", "PREFECT_", "DVC_"))}
+    env |= {"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_HOME": str(project / ".prefect"),
+            "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return env | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
 
 
-def run_search(params: Params, ws: Workspace, skip: tuple[str, ...] = ()) -> dict[str, float]:
-    """prepare → pretrain → calibrate → supernet → shapley into ``ws`` (except ``skip``); seconds per stage."""
-    d, r = ws.data, ws.results
-    calls = {
-        "prepare": lambda: prepare.run(params, raw_dir=ws.root / "raw", out=d("prepared")),
-        "pretrain": lambda: pretrain.run(params, prepared_dir=d("prepared"), out=d("pretrain"), results=r("pretrain")),
-        "calibrate": lambda: calibrate.run(params, prepared_dir=d("prepared"), pretrain_dir=d("pretrain"),
-                                           out=d("calibrate"), results=r("calibrate")),
-        "supernet": lambda: supernet.run(params, prepared_dir=d("prepared"), pretrain_dir=d("pretrain"),
-                                         calibrate_dir=d("calibrate"), out=d("supernet"), results=r("supernet")),
-        "shapley": lambda: run_shapley(params, ws),
-    }
-    return {stage: timed(calls[stage])[1] for stage in SEARCH_STAGES if stage not in skip}
+def sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[str, float]:
+    """Run ``cmd``; (stdout, seconds). A failure raises with the tail of its output."""
+    proc, seconds = timed(subprocess.run, cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc.stdout, seconds
 
 
-def shapley_paths(ws: Workspace) -> ShapleyPaths:
-    """The ``shapley`` stage's inputs and outputs inside ``ws``."""
-    return ShapleyPaths(ws.data("prepared"), ws.data("pretrain"), ws.data("calibrate"), ws.data("supernet"),
-                        ws.data("shapley"), ws.results("shapley"))
+def project_files() -> list[str]:
+    """The project's files as git sees them (tracked, and new ones not ignored) except ``dvc.lock`` and the
+    stage outputs: a copy starts with no stage run."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=PROJECT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    outputs = [path.relative_to(PROJECT) for path in all_outputs(PROJECT)]
+    return [name for name in listed if name and name != "dvc.lock" and (PROJECT / name).is_file()
+            and not any(Path(name).is_relative_to(out) for out in outputs)]
+
+
+def make_copy(dest: Path, overrides: Mapping[str, Any] | None = None) -> Workspace:
+    """The project in ``dest`` as a fresh git repository, its ``params.yaml`` with dotted ``overrides``."""
+    default_params(overrides)  # a bad key or value stops here, before anything is copied
+    _clear(dest)
+    for name in project_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT / name, dest / name)
+    (dest / MARKER).write_text("a scratch copy of the project made by bench.workspace\n")
+    ws = Workspace(dest)
+    write_params(ws, overrides or {})
+    env = clean_env(dest)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench copy"]):
+        sh(cmd, dest, env)
+    return ws
+
+
+def _clear(dest: Path) -> None:
+    """Make room for a copy: an earlier copy is removed, any other non-empty folder is refused."""
+    if (dest / MARKER).is_file():
+        shutil.rmtree(dest)
+    elif dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest}: not empty and not a benchmark copy; give another output folder")
+    dest.mkdir(parents=True, exist_ok=True)
+
+
+def write_params(ws: Workspace, overrides: Mapping[str, Any]) -> Params:
+    """``ws``'s ``params.yaml``: the project's with dotted ``overrides``, once ``load_params`` accepts them."""
+    params = default_params(overrides)
+    data = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        *sections, key = dotted.split(".")
+        functools.reduce(lambda node, name: node.setdefault(name, {}), sections, data)[key] = value
+    (ws.root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return params
+
+
+def repro(ws: Workspace, stages: list[str], threads: int | None = None) -> dict[str, float]:
+    """``dvc repro --single-item`` of each stage in turn; the seconds of those that ran (DVC skips the rest)."""
+    env = clean_env(ws.root, threads)
+    seconds = {}
+    for stage in stages:
+        out, took = sh(["dvc", "repro", "--single-item", stage], ws.root, env)
+        if f"Running stage '{stage}'" in out:
+            seconds[stage] = took
+    return seconds
+
+
+def reuse_outputs(source: Workspace, ws: Workspace) -> None:
+    """Seed ``ws`` with every output and the ``dvc.lock`` of ``source``, an earlier copy."""
+    if not (source.root / "dvc.lock").is_file():
+        raise FileNotFoundError(f"{source.root}: nothing to reuse (no dvc.lock); run the benchmark without reuse "
+                                "first")
+    for path in all_outputs(source.root):
+        target = ws.root / path.relative_to(source.root)
+        if path.is_dir():
+            shutil.copytree(path, target, dirs_exist_ok=True)
+        elif path.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    shutil.copy2(source.root / "dvc.lock", ws.root / "dvc.lock")
 
 
 def load_game(params: Params, ws: Workspace, batch_size: int | None = None):
-    """``(value_fn, players)``: the frozen trained supernet of ``ws`` as the stage's coalition game (SPEC §3.3)."""
+    """``(value_fn, players)``: the trained supernet of ``ws`` as the ``shapley`` stage's coalition game (SPEC
+    §3.3), on the paths its command in ``dvc.yaml`` gives."""
+    from pipelines.dag import stage_command
+    from stages.shapley import STAGE, stage_inputs
+    from stages.shapley_worker import build_game
+
     if batch_size is not None:
         params = override(params, {"shapley.batch_size": batch_size})
-    g = build_game(params, shapley_paths(ws))
+    g = build_game(params, stage_inputs(stage_command(ws.root, STAGE), ws.root)[1])
     return g.value_fn, g.players
-
-
-def run_shapley(params: Params, ws: Workspace) -> dict:
-    """The ``shapley`` stage on ``ws``: the same game, chunks and output files as ``python -m stages.shapley``."""
-    cfg = params.shapley
-    paths = shapley_paths(ws)
-    g = build_game(params, paths)
-    result, seconds = timed(shapley_values, g.value_fn, len(g.players), seed=params.seed,
-                            max_permutations=cfg.max_permutations, tolerance=cfg.tolerance,
-                            chunks=params.fanout.chunks, **cfg.walk)
-    return write_outputs(g, result, paths, seconds)
-
-
-def run_select(params: Params, ws: Workspace, tag: str) -> dict:
-    """The select stage at ``params.select.budget``; its summary (per method: GBitOps, slack, policy)."""
-    out, results = ws.select_dirs(tag)
-    return select.run(params, calibrate_dir=ws.data("calibrate"), supernet_dir=ws.data("supernet"),
-                      shapley_dir=ws.data("shapley"), out=out, results=results)
-
-
-def run_finetune(params: Params, ws: Workspace, tag: str, method: str, select_tag: str | None = None) -> dict:
-    """QAT of ``method``'s policy from selection ``select_tag`` (default ``tag``); test top-1, GBitOps, MB."""
-    out, results = ws.finetune_dirs(tag, method)
-    metrics, seconds = timed(finetune.run, params, method, prepared_dir=ws.data("prepared"),
-                             pretrain_dir=ws.data("pretrain"), calibrate_dir=ws.data("calibrate"),
-                             select_dir=ws.select_dirs(select_tag or tag)[0], out=out, results=results)
-    return {**metrics, "wall_seconds": seconds}
 
 
 def set_threads(count: int) -> None:
     """Benchmarks share a 2-core machine: pin torch's intra-op threads (2 for benches, 1 in tests)."""
+    import torch
+
     torch.set_num_threads(count)

@@ -16,13 +16,17 @@ class StageFailed(RuntimeError):
     """A DVC stage (or a DVC command run for it) exited with a non-zero status."""
 
 
-def stage_order(project: Path) -> list[str]:
-    """Stage names (``finetune@uniform`` for foreach items) so that every stage follows its deps."""
+def stage_order(project: Path, target: str | None = None) -> list[str]:
+    """Stage names (``finetune@uniform`` for foreach items) so that every stage follows its deps; with
+    ``target``, only that stage and the stages it depends on."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(project)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        if target is not None:
+            stage = _stage(repo, project, target)
+            graph = graph.subgraph({stage, *nx.descendants(graph, stage)})
         names = {stage: stage.name for stage in graph.nodes}
         order = nx.lexicographical_topological_sort(graph.reverse(), key=lambda stage: names[stage])
         return [names[stage] for stage in order]
@@ -49,6 +53,14 @@ def stage_outputs(project: Path, stage_name: str) -> list[Path]:
 
     with Repo(str(project)) as repo:
         return [project / out.def_path for out in _stage(repo, project, stage_name).outs]
+
+
+def all_outputs(project: Path) -> list[Path]:
+    """Every output (``outs``, ``metrics``, ``plots``) that ``dvc.yaml`` declares, of all stages."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return [project / out.def_path for stage in repo.index.stages for out in stage.outs]
 
 
 def stage_command(project: Path, stage_name: str) -> str:

@@ -1,6 +1,7 @@
 """Shapley fan-out: the ``shapley`` stage's permutation chunks as Prefect tasks on the task runner that
 ``params.yaml`` names (section ``fanout``), merged, written and recorded in ``dvc.lock`` exactly as
-``dvc repro`` would (the stage runs the same chunks one after another; see ``stages.shapley_chunks``).
+``dvc repro`` would (the stage runs the same chunks one after another; see ``stages.shapley_worker``).
+Workers receive the validated params and the paths as task arguments.
 
 Runners (``fanout.runner``); the result never depends on the runner, the worker count or the chunking:
 
@@ -28,8 +29,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from pipelines.dag import commit_stage, stage_command
-from stages.shapley_chunks import (STAGE, chunk_plan, finish, one_torch_thread, record, release_games, run_chunk,
-                                   stage_inputs, tracked)
+from smpq.config import load_params
+from stages.session import tracked
+from stages.shapley import SECTIONS, STAGE, finish, record, stage_inputs
+from stages.shapley_worker import chunk_plan, one_torch_thread, release_games, run_chunk
 from stages.tracking import PIPELINE_ENV
 
 DASK_ENV = "SMPQ_DASK_ADDRESS"
@@ -49,18 +52,13 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 
 @contextmanager
 def local_workers() -> Iterator[None]:
-    """Start local Dask workers with ``WORKER_ENV`` only, and undo what their nannies do to this process's
-    environment (they export it here too, which would leave later stages with one OpenMP thread)."""
+    """Start local Dask workers with ``WORKER_ENV`` only; their nannies also export it into this process,
+    so those variables are put back afterwards (later stages keep their OpenMP threads)."""
     import dask.config
     import distributed  # noqa: F401  (registers the distributed config that is changed below)
 
-    saved = dict(os.environ)
-    try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": dict(WORKER_ENV)}):
-            yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with restored(WORKER_ENV), dask.config.set({"distributed.nanny.pre-spawn-environ": dict(WORKER_ENV)}):
+        yield
 
 
 def task_runner(fanout) -> TaskRunner:
@@ -78,16 +76,15 @@ def task_runner(fanout) -> TaskRunner:
 
 
 @task(name="shapley-chunk", cache_policy=NO_CACHE, retries=0)
-def shapley_chunk(params_path: str, paths, indices: list[int]):
-    """One chunk of permutations on whichever worker the runner picks (the supernet is loaded once there)."""
-    return run_chunk(params_path, paths, indices)
+def shapley_chunk(params, paths, indices: list[int]):
+    """One chunk of units on whichever worker the runner picks (the supernet is loaded once there)."""
+    return run_chunk(params, paths, indices)
 
 
 @contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the block (and the processes it starts), then restore them."""
-    previous = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
+def restored(keys) -> Iterator[None]:
+    """Put the environment variables ``keys`` back as they were when the block started."""
+    previous = {key: os.environ.get(key) for key in keys}
     try:
         yield
     finally:
@@ -96,6 +93,14 @@ def environment(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the block (and the processes it starts), then restore them."""
+    with restored(values):
+        os.environ.update(values)
+        yield
 
 
 def worker_api_url() -> dict[str, str]:
@@ -122,15 +127,16 @@ def shapley_fanout(project: str, pipeline_id: str) -> dict:
     """Map the stage's chunks over this flow's task runner, merge, write the outputs, ``dvc commit`` them."""
     root = Path(project)
     params_path, paths = stage_inputs(stage_command(root, STAGE), root)
+    params = load_params(params_path)
     logger = get_run_logger()
-    with environment(**{PIPELINE_ENV: pipeline_id}), tracked(params_path, root) as (params, tracker):
+    with environment(**{PIPELINE_ENV: pipeline_id}), tracked(STAGE, params, root, SECTIONS) as tracker:
         plan = [list(r) for r in chunk_plan(params)]
-        logger.info("shapley: %d permutations in %d chunks on %s x%d", params.shapley.max_permutations, len(plan),
+        logger.info("shapley: %d units in %d chunks on %s x%d", params.shapley.max_permutations, len(plan),
                     params.fanout.runner, params.fanout.workers)
         start = time.perf_counter()
-        futures = shapley_chunk.map(unmapped(str(params_path)), unmapped(paths), plan)
+        futures = shapley_chunk.map(unmapped(params), unmapped(paths), plan)
         blocks = [future.result() for future in futures]
-        metrics = finish(params_path, paths, blocks, time.perf_counter() - start)
+        metrics = finish(params, paths, blocks, time.perf_counter() - start)
         record(tracker, metrics, paths)
     release_games()  # supernet copies of the threads runner (and of finish) live in this process
     commit_stage(root, STAGE)

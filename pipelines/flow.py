@@ -13,40 +13,52 @@ fails (even one that died before opening its own run), and publishes a markdown 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
-
+from pipelines import offline_environment
 from pipelines.dag import (StageFailed, dvc, metrics_files, stage_changed, stage_command, stage_order,
                            stage_outputs)
-from pipelines.fanout import run_fanout
-from stages.settings import load_params
-from stages.shapley_chunks import STAGE as FANOUT_STAGE, stage_inputs
+from smpq.config import load_params
+from stages.shapley import STAGE as FANOUT_STAGE, stage_inputs
 from stages.tracking import PIPELINE_ENV, fail_pipeline_run, find_parent_run, tracking_uri
 
 TAIL = 3000
-__all__ = ["StageFailed", "run_stage", "smpq_pipeline"]
+__all__ = ["StageFailed", "main", "pipeline_flow", "run_stage", "smpq_pipeline"]
 
 
-@task(name="dvc-stage", task_run_name="{stage}", retries=0)
+def run_logger():
+    """The logger of the current Prefect flow or task run."""
+    from prefect import get_run_logger
+
+    return get_run_logger()
+
+
 def run_stage(stage: str, project: str, pipeline_id: str) -> str:
     """``dvc repro --single-item stage`` in ``project``; its output goes to the task log."""
-    logger = get_run_logger()
     proc = dvc(Path(project), "repro", "--single-item", stage, env={PIPELINE_ENV: pipeline_id})
-    logger.info("%s\n%s", stage, proc.stdout[-TAIL:])
+    run_logger().info("%s\n%s", stage, proc.stdout[-TAIL:])
     if proc.returncode != 0:
         raise StageFailed(f"stage {stage!r} failed (exit {proc.returncode}):\n{proc.stderr[-TAIL:]}")
     return stage
 
 
+@functools.cache
+def stage_task():
+    """``run_stage`` as the Prefect task ``dvc-stage`` (one task run per stage, named after it)."""
+    from prefect import task
+
+    return task(name="dvc-stage", task_run_name="{stage}", retries=0)(run_stage)
+
+
 def run_shapley(root: Path, pipeline_id: str, fanout) -> None:
     """The fan-out subflow on the runner ``fanout`` names, unless ``dvc status`` says nothing changed."""
+    from pipelines.fanout import run_fanout
+
     if not stage_changed(root, FANOUT_STAGE):
-        get_run_logger().info("Stage '%s' didn't change, skipping", FANOUT_STAGE)
+        run_logger().info("Stage '%s' didn't change, skipping", FANOUT_STAGE)
         return
     run_fanout(str(root), pipeline_id, fanout)
 
@@ -64,14 +76,16 @@ def load_settings(root: Path, params: str):
 def _report_failure(tracking, root: Path, pipeline_id: str) -> None:
     """Mark the MLflow parent FAILED without hiding the stage's own error if MLflow fails too."""
     try:
-        get_run_logger().error("MLflow parent run %s marked FAILED", fail_pipeline_run(tracking, root, pipeline_id))
+        run_logger().error("MLflow parent run %s marked FAILED", fail_pipeline_run(tracking, root, pipeline_id))
     except Exception as err:  # the stage's exception is what the user needs; keep it on top
-        get_run_logger().error("could not mark the MLflow parent run FAILED: %s", err)
+        run_logger().error("could not mark the MLflow parent run FAILED: %s", err)
 
 
 def publish(root: Path, stages: list[str], metrics: dict, parent: str | None, tracking) -> None:
     """A markdown artifact: the MLflow parent run, links to the last stage's outputs (the report) and to
     every stage's metrics file, and the final metrics."""
+    from prefect.artifacts import create_markdown_artifact
+
     files = stage_outputs(root, stages[-1]) + [p for s in stages[:-1] for p in metrics_files(root, s)]
     lines = ["# SMPQ pipeline run", "", f"- project: `{root}`",
              f"- MLflow parent run: `{parent}` in `{tracking_uri(tracking, root)}`" if parent
@@ -81,21 +95,22 @@ def publish(root: Path, stages: list[str], metrics: dict, parent: str | None, tr
     create_markdown_artifact(markdown="\n".join(lines), key="smpq-run", description="SMPQ outputs and metrics")
 
 
-@flow(name="smpq-pipeline", log_prints=True)
 def smpq_pipeline(project: str = ".", params: str = "params.yaml") -> dict:
     """All stages of ``dvc.yaml`` in dependency order; returns the last stage's metrics."""
+    from prefect.runtime import flow_run
+
     root = Path(project).resolve()
     settings = load_settings(root, params)
     stages = stage_order(root)
     pipeline_id = f"prefect-{flow_run.get_id() or 'local'}"
-    logger = get_run_logger()
+    logger = run_logger()
     logger.info("pipeline %s: %s", pipeline_id, " -> ".join(stages))
     try:
         for stage in stages:
             if stage == FANOUT_STAGE:
                 run_shapley(root, pipeline_id, settings.fanout)
             else:
-                run_stage(stage, str(root), pipeline_id)
+                stage_task()(stage, str(root), pipeline_id)
     except BaseException:
         _report_failure(settings.tracking, root, pipeline_id)
         raise
@@ -108,12 +123,23 @@ def smpq_pipeline(project: str = ".", params: str = "params.yaml") -> dict:
     return metrics
 
 
+@functools.cache
+def pipeline_flow():
+    """``smpq_pipeline`` as the Prefect flow ``smpq-pipeline``; Prefect is imported here, on first use, so an
+    entry point can call ``offline_environment()`` first (Prefect reads its settings once, at import)."""
+    from prefect import flow
+
+    return flow(name="smpq-pipeline", log_prints=True)(smpq_pipeline)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.flow", description=__doc__.splitlines()[0])
     parser.add_argument("--project", default=".", help="project folder holding dvc.yaml (default: .)")
     parser.add_argument("--params", default="params.yaml", help="params file, relative to the project")
     args = parser.parse_args(argv)
-    sys.stdout.write(json.dumps(smpq_pipeline(project=args.project, params=args.params), indent=2) + "\n")
+    offline_environment()
+    metrics = pipeline_flow()(project=args.project, params=args.params)
+    sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
 
 
 if __name__ == "__main__":

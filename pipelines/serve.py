@@ -15,8 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.flow import smpq_pipeline
-from stages.settings import ConfigError, load_params
+from pipelines import offline_environment
+from pipelines.flow import pipeline_flow
+from smpq.config import ConfigError, load_params
 
 DEPLOYMENT = "smpq"
 
@@ -61,9 +62,9 @@ def serve(project: Path, params: str) -> None:
     from prefect.schedules import Cron
 
     cron, timezone = validate(project, params)
-    smpq_pipeline.serve(name=DEPLOYMENT, schedules=[Cron(cron, timezone=timezone)], global_limit=1, limit=1,
-                        parameters={"project": str(project), "params": params},
-                        description=f"SMPQ pipeline of {project} ({params}), cron {cron!r} {timezone}")
+    pipeline_flow().serve(name=DEPLOYMENT, schedules=[Cron(cron, timezone=timezone)], global_limit=1, limit=1,
+                          parameters={"project": str(project), "params": params},
+                          description=f"SMPQ pipeline of {project} ({params}), cron {cron!r} {timezone}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file, relative to the project")
     parser.add_argument("--project", default=".", help="project folder holding dvc.yaml (default: .)")
     args = parser.parse_args(argv)
+    offline_environment()
     try:
         serve(Path(args.project).resolve(), args.params)
     except ServeError as err:

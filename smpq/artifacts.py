@@ -15,9 +15,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
-
-class ArtifactError(RuntimeError):
-    """An artifact on disk is missing, corrupt or does not match what the caller expects."""
+from smpq.errors import ArtifactError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -14,19 +14,28 @@ from typing import Any, Mapping
 
 import yaml
 
-from smpq.schema import ConfigError, as_flat_dict, in_range, one_of, parse_config
+from smpq.data.sources import DATASET_NAMES, missing_setting
+from smpq.errors import ConfigError
+from smpq.schema import as_flat_dict, in_range, one_of, parse_config
 
-__all__ = ["ConfigError", "Params", "as_flat_dict", "load_params"]
+__all__ = ["Params", "as_flat_dict", "load_params"]
 
 BIT_RANGE = (2, 16)  # bit-widths a candidate (or the fixed first/last precision) may take
-DATASETS = ("fashion_mnist", "cifar10", "image_folder")
 SCHEDULES = ("onecycle", "cosine", "constant")
 METHODS = ("smpq", "dmpq", "uniform", "dmpq_argmax")
+COMPLEXITY_FORMS = ("hinge", "ratio")  # supernet complexity losses (smpq.supernet.alpha.complexity_loss)
+# The Shapley options (SPEC §3.3), used by smpq.shapley: estimators, the one-unit ones, game values, what an
+# empty group means, how the permutation estimator walks.
+ESTIMATORS = ("owen", "within_group", "permutation", "exact")
+DETERMINISTIC = ("within_group", "exact")
+VALUES = ("neg_kl", "neg_loss", "top1")
+EMPTY_GROUPS = ("reference", "zero")
+DIRECTIONS = ("remove", "add")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = field(default="fashion_mnist", metadata=one_of(*DATASETS))
+    dataset: str = field(default="fashion_mnist", metadata=one_of(*DATASET_NAMES))
     root: str | None = None  # folder with the raw files; None = the default lookup (SPEC §4)
     allow_download: bool = True  # torchvision download into data/raw when online (Fashion-MNIST only)
     image_size: int | None = field(default=None, metadata=in_range(8, 1024))  # image_folder only
@@ -35,10 +44,8 @@ class DataConfig:
     test_size: int | None = field(default=None, metadata=in_range(1))  # None = the whole test set
 
     def check(self, path: str) -> None:
-        if self.dataset == "image_folder" and self.image_size is None:
-            raise ConfigError(f"{path}.image_size: required when dataset is image_folder (e.g. 224)")
-        if self.dataset in ("cifar10", "image_folder") and self.root is None:
-            raise ConfigError(f"{path}.root: required for dataset {self.dataset!r} (the folder holding it)")
+        if missing := missing_setting(self.dataset, self.root, self.image_size):
+            raise ConfigError(f"{path}.{missing[0]}: {missing[1]}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class TrainConfig:
     schedule: str = field(default="onecycle", metadata=one_of(*SCHEDULES))
     samples_per_epoch: int | None = field(default=None, metadata=in_range(1))  # None = the whole split
     augment: bool = False
+    eval_batch_size: int = field(default=1024, metadata=in_range(1))  # search_val and test evaluation
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,7 @@ class SupernetConfig:
     alpha_lr: float = field(default=0.01, metadata=in_range(0.0))  # α (Adam)
     alpha_weight_decay: float = field(default=0.0, metadata=in_range(0.0))
     complexity_weight: float = field(default=1.0, metadata=in_range(0.0))  # λ
-    complexity_form: str = field(default="hinge", metadata=one_of("hinge", "ratio"))
+    complexity_form: str = field(default="hinge", metadata=one_of(*COMPLEXITY_FORMS))
     target: BudgetConfig = BudgetConfig(avg_bits=4)  # expected-BitOps target, same forms as select.budget
 
     def check(self, path: str) -> None:
@@ -143,34 +151,36 @@ class SupernetConfig:
 
 @dataclass(frozen=True)
 class ShapleyConfig:
-    """Monte Carlo Shapley values of the bit-width candidates on the trained supernet (SPEC §3.3)."""
+    """Shapley values of the bit-width candidates on the trained supernet (SPEC §3.3)."""
 
-    value: str = field(default="top1", metadata=one_of("top1", "neg_loss"))
-    batch_size: int = field(default=1024, metadata=in_range(1))  # one fixed, seeded search_val batch
-    max_permutations: int = field(default=100, metadata=in_range(1))
+    estimator: str = field(default="owen", metadata=one_of(*ESTIMATORS))
+    value: str = field(default="neg_kl", metadata=one_of(*VALUES))
+    empty_group: str = field(default="reference", metadata=one_of(*EMPTY_GROUPS))
+    reference_bits: int | None = field(default=None, metadata=in_range(*BIT_RANGE))  # None = full precision
+    batch_size: int = field(default=256, metadata=in_range(1))  # seeded search_val batches of the game
+    batches: int = field(default=1, metadata=in_range(1))
+    max_permutations: int = field(default=8, metadata=in_range(1))  # orderings of the groups (owen) or players
     tolerance: float | None = field(default=None, metadata=in_range(0.0))
     antithetic: bool = True
-    truncation: float | None = field(default=None, metadata=in_range(0.0, 1.0))
-    direction: str = field(default="remove", metadata=one_of("remove", "add"))
+    truncation: float | None = field(default=None, metadata=in_range(0.0, 1.0))  # permutation only
+    direction: str = field(default="remove", metadata=one_of(*DIRECTIONS))  # permutation only
 
     @property
-    def walk(self) -> dict:
-        """How each permutation is walked: the keyword arguments ``shapley_values`` and ``sample_permutations``
-        share (``antithetic``, ``direction``, ``truncation``)."""
-        return {"antithetic": self.antithetic, "direction": self.direction, "truncation": self.truncation}
+    def method(self) -> dict:
+        """The estimator's keyword arguments shared by ``shapley_values`` and ``sample_units``."""
+        return {"estimator": self.estimator, "antithetic": self.antithetic, "direction": self.direction,
+                "truncation": self.truncation}
 
     def check(self, path: str) -> None:
-        if self.antithetic and self.max_permutations % 2:
+        if self.antithetic and self.max_permutations % 2 and self.estimator not in DETERMINISTIC:
             raise ConfigError(f"{path}.max_permutations: {self.max_permutations} must be even with antithetic: true "
-                              "(pairs of a permutation and its reverse)")
+                              "(pairs of an ordering and its reverse)")
         if self.truncation is None:
             return
-        if self.direction != "remove":
-            raise ConfigError(f"{path}.truncation: only defined for direction: remove (stop a permutation once "
-                              "the coalition's value falls below truncation·v(N)); set truncation: null")
-        if self.value != "top1":
-            raise ConfigError(f"{path}.truncation: needs value: top1 (the stop at truncation·v(N) assumes a "
-                              f"positive v(N), and {self.value} is negative); set truncation: null")
+        if self.estimator != "permutation" or self.direction != "remove" or self.value != "top1":
+            raise ConfigError(f"{path}.truncation: only defined for estimator: permutation, direction: remove and "
+                              "value: top1 (stop a permutation once the coalition's accuracy falls below "
+                              "truncation·v(N)); set truncation: null")
 
 
 @dataclass(frozen=True)
@@ -224,6 +234,13 @@ class Params:
     report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+
+    def check(self, path: str) -> None:
+        bits = self.shapley.reference_bits
+        if bits is not None and not (bits in self.quant.w_bits and bits in self.quant.a_bits):
+            raise ConfigError(f"shapley.reference_bits: {bits} is not a candidate of both quant.w_bits "
+                              f"{list(self.quant.w_bits)} and quant.a_bits {list(self.quant.a_bits)}; "
+                              "choose one that is, or null for full precision")
 
 
 def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Params:

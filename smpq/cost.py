@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from smpq.artifacts import read_json, write_json
+from smpq.config import BudgetConfig
+from smpq.errors import ArtifactError, BudgetError
 from smpq.policy import LayerBits, Policy
+
+COST_TABLE_FILE = "cost_table.json"  # written by the calibrate stage, read by every later one
+BIAS_BYTES = 4  # per output channel: a 32-bit bias, or batch norm folded into one
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,23 @@ class LayerCost:
     macs: int
     params: int  # weight elements (bias excluded)
     out_channels: int  # one 32-bit bias (or folded BN shift) each
+
+    def bitops(self, w_bits: int, a_bits: int) -> int:
+        """MACs · b_w · b_a: the BitOps of this layer at (w_bits, a_bits)."""
+        return self.macs * w_bits * a_bits
+
+    def weight_bytes(self, w_bits: int) -> float:
+        """params · b_w / 8: the weights at ``w_bits``."""
+        return self.params * w_bits / 8
+
+    @property
+    def bias_bytes(self) -> int:
+        """The 32-bit bias (or folded batch norm) of every output channel, whatever the bits."""
+        return BIAS_BYTES * self.out_channels
+
+    def size_bytes(self, w_bits: int) -> float:
+        """Weights at ``w_bits`` plus the 32-bit biases."""
+        return self.weight_bytes(w_bits) + self.bias_bytes
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,21 @@ class CostTable:
         layers = tuple(LayerCost(**layer) for layer in data["layers"])
         return cls(layers=layers, input_shape=tuple(data["input_shape"]))
 
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/cost_table.json`` atomically."""
+        return write_json(Path(folder) / COST_TABLE_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "CostTable":
+        """Read ``folder/cost_table.json``; a missing or malformed file is an ``ArtifactError``."""
+        path = Path(folder) / COST_TABLE_FILE
+        data = read_json(path)
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"{path}: not a valid cost table ({type(err).__name__}: {err}); "
+                                "rerun the calibrate stage") from None
+
 
 def cost_table(model: nn.Module, input_shape: Sequence[int]) -> CostTable:
     """Trace one forward pass of a ``(1, *input_shape)`` zero tensor and record every Conv2d/Linear."""
@@ -112,12 +151,18 @@ def _layer_cost(name: str, module: nn.Module, output: torch.Tensor) -> LayerCost
 
 def bitops(table: CostTable, policy: Policy) -> int:
     """Σ_l MACs_l · b_w · b_a over every layer of the table (all must be in the policy)."""
-    return sum(layer.macs * _bits(policy, layer.name).w_bits * _bits(policy, layer.name).a_bits for layer in table.layers)
+    return sum(layer.bitops(_bits(policy, layer.name).w_bits, _bits(policy, layer.name).a_bits)
+               for layer in table.layers)
+
+
+def fixed_bitops(table: CostTable, fixed: Mapping[str, LayerBits]) -> int:
+    """BitOps of the fixed-precision layers (first/last): the part of every policy's cost that is never searched."""
+    return sum(table[name].bitops(bits.w_bits, bits.a_bits) for name, bits in fixed.items())
 
 
 def size_bytes(table: CostTable, policy: Policy) -> float:
     """Σ_l params_l · b_w / 8 + 4 · out_channels_l (32-bit bias / folded batch norm)."""
-    return sum(layer.params * _bits(policy, layer.name).w_bits / 8 + 4 * layer.out_channels for layer in table.layers)
+    return sum(layer.size_bytes(_bits(policy, layer.name).w_bits) for layer in table.layers)
 
 
 def budget_bitops(table: CostTable, fixed: Mapping[str, LayerBits], *, avg_bits: float | None = None,
@@ -125,18 +170,33 @@ def budget_bitops(table: CostTable, fixed: Mapping[str, LayerBits], *, avg_bits:
     """BitOps budget from exactly one form: ``gbitops`` (×1e9) or ``avg_bits`` (= BitOps of a uniform
     W{avg}A{avg} model, the ``fixed`` layers at their own precision; fractional averages allowed)."""
     if (avg_bits is None) == (gbitops is None):
-        raise ValueError("give exactly one budget form: avg_bits or gbitops")
+        raise BudgetError("give exactly one budget form: avg_bits or gbitops")
     if gbitops is not None:
         return float(gbitops) * 1e9
     total = 0.0
     for layer in table.layers:
         bits = fixed.get(layer.name)
-        total += layer.macs * (bits.w_bits * bits.a_bits if bits else float(avg_bits) ** 2)
+        total += layer.bitops(bits.w_bits, bits.a_bits) if bits else layer.macs * float(avg_bits) ** 2
     return total
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A selection budget in model units: BitOps per sample and, optionally, the size in bytes."""
+
+    bitops: float
+    size_bytes: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: BudgetConfig, table: CostTable, fixed: Mapping[str, LayerBits]) -> "Budget":
+        """From a ``BudgetConfig`` (``avg_bits`` or ``gbitops``, optional ``size_mb``; validated on load)."""
+        return cls(budget_bitops(table, fixed, avg_bits=cfg.avg_bits, gbitops=cfg.gbitops),
+                   cfg.size_mb * 1e6 if cfg.size_mb is not None else None)
 
 
 def _bits(policy: Policy, name: str) -> LayerBits:
     try:
         return policy[name]
     except KeyError:
-        raise KeyError(f"policy has no bits for layer {name!r}; it must cover every layer of the cost table") from None
+        raise ArtifactError(f"policy has no bits for layer {name!r}; it must cover every layer of the cost "
+                            "table (rerun the stage that wrote the policy)") from None

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from smpq.artifacts import ArtifactError, write_json, write_yaml
+from smpq.artifacts import write_json, write_yaml
+from smpq.errors import ArtifactError
 
 
 @dataclass(frozen=True, order=True)
@@ -31,6 +32,13 @@ class LayerBits:
 
     def __str__(self) -> str:
         return f"W{self.w_bits}A{self.a_bits}"
+
+
+def fixed_bits(first_last, table) -> dict[str, LayerBits]:
+    """First conv and last linear at the fixed precision ``first_last`` (``quant.first_last``, SPEC §3.1);
+    ``table`` is the model's ``CostTable`` (its ``first`` and ``last`` layers)."""
+    bits = LayerBits(first_last.w_bits, first_last.a_bits)
+    return {table.first: bits, table.last: bits}
 
 
 class Policy(Mapping[str, LayerBits]):

@@ -8,9 +8,7 @@ import types
 import typing
 from typing import Any, Mapping
 
-
-class ConfigError(ValueError):
-    """A params file that does not describe a valid run; the message names the key path."""
+from smpq.errors import ConfigError
 
 
 def in_range(lo: float | None = None, hi: float | None = None) -> dict:

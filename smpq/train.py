@@ -17,15 +17,12 @@ from torch import nn
 from tqdm import tqdm
 
 from smpq.config import TrainConfig
+from smpq.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 StepHook = Callable[[int], None]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: training cannot continue meaningfully."""
 
 
 @dataclass

@@ -5,26 +5,26 @@ from __future__ import annotations
 from itertools import islice
 from pathlib import Path
 
-from smpq.artifacts import save_state_dict, write_json
-from smpq.cost import budget_bitops, cost_table
-from smpq.quant import calibrate
-from stages.inputs import build_model, fixed_bits, load_prepared
+from smpq.artifacts import write_json
+from smpq.cost import COST_TABLE_FILE, budget_bitops, cost_table
+from smpq.policy import fixed_bits
+from smpq.quant import CALIBRATION_FILE, calibrate
+from stages.inputs import MODEL_FILE, build_model, load_prepared
 from stages.session import parse_args, session
 
 
 def run(params, *, prepared_dir: Path, pretrain_dir: Path, out: Path, results: Path) -> dict:
     prepared = load_prepared(prepared_dir)
-    model = build_model(params, prepared, pretrain_dir / "model.pt")
+    model = build_model(params, prepared, pretrain_dir / MODEL_FILE)
     table = cost_table(model, prepared.input_shape)
     cfg, quant = params.calibrate, params.quant
     loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True)
     batches = (images for images, _ in islice(iter(loader), cfg.batches))
+    fixed = fixed_bits(quant.first_last, table)
     calibration = calibrate(model, table.searchable, batches, w_bits=quant.w_bits, a_bits=quant.a_bits,
-                            extra=fixed_bits(params, table), max_activation_samples=cfg.max_activation_samples,
-                            seed=params.seed)
-    save_state_dict(out / "calibration.pt", calibration.to_state_dict())
-    write_json(out / "cost_table.json", table.to_dict())
-    fixed = fixed_bits(params, table)
+                            extra=fixed, max_activation_samples=cfg.max_activation_samples, seed=params.seed)
+    calibration.save(out / CALIBRATION_FILE)
+    table.save(out)
     metrics = {
         "layers": len(table.layers),
         "searchable_layers": len(table.searchable),
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                       results=args.results)
         s.tracker.log_metrics(metrics)
         s.tracker.log_artifact(args.results)
-        s.tracker.log_artifact(args.out / "cost_table.json")
+        s.tracker.log_artifact(args.out / COST_TABLE_FILE)
 
 
 if __name__ == "__main__":

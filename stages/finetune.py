@@ -6,34 +6,34 @@ from pathlib import Path
 
 import torch
 
-from smpq.artifacts import load_state_dict, read_json, save_state_dict
+from smpq.artifacts import save_state_dict
 from smpq.cost import CostTable, bitops, size_bytes
 from smpq.policy import Policy
-from smpq.quant import Calibration, apply_policy
+from smpq.quant import CALIBRATION_FILE, Calibration, apply_policy
 from smpq.train import evaluate, train
-from stages.inputs import build_model, load_prepared
+from stages.inputs import MODEL_FILE, build_model, load_prepared
 from stages.plots import write_training_results
 from stages.session import parse_args, session
 
-EVAL_BATCH = 1024
+POLICY_FILE = "policy.yaml"  # the fine-tuned policy, beside its model
 
 
 def run(params, method: str, *, prepared_dir: Path, pretrain_dir: Path, calibrate_dir: Path, select_dir: Path,
         out: Path, results: Path, on_epoch=None) -> dict:
     prepared = load_prepared(prepared_dir)
-    table = CostTable.from_dict(read_json(calibrate_dir / "cost_table.json"))
+    table = CostTable.load(calibrate_dir)
     policy = Policy.load(select_dir / f"{method}.yaml")
-    calibration = Calibration.from_state_dict(load_state_dict(calibrate_dir / "calibration.pt"))
+    calibration = Calibration.load(calibrate_dir / CALIBRATION_FILE)
     cfg = params.finetune
     torch.manual_seed(params.seed)
-    model = apply_policy(build_model(params, prepared, pretrain_dir / "model.pt"), policy, calibration)
+    model = apply_policy(build_model(params, prepared, pretrain_dir / MODEL_FILE), policy, calibration)
     train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True,
                                    augment=cfg.augment, samples_per_epoch=cfg.samples_per_epoch)
-    val_loader = prepared.loader("search_val", batch_size=EVAL_BATCH, seed=params.seed)
+    val_loader = prepared.loader("search_val", batch_size=cfg.eval_batch_size, seed=params.seed)
     history = train(model, train_loader, cfg, eval_loader=val_loader, on_epoch=on_epoch, desc=f"finetune {method}")
-    test = evaluate(model, prepared.loader("test", batch_size=EVAL_BATCH, seed=params.seed), desc="test")
-    save_state_dict(out / "model.pt", model.state_dict())
-    policy.save(out / "policy.yaml")
+    test = evaluate(model, prepared.loader("test", batch_size=cfg.eval_batch_size, seed=params.seed), desc="test")
+    save_state_dict(out / MODEL_FILE, model.state_dict())
+    policy.save(out / POLICY_FILE)
     metrics = {"method": method, "policy": policy.label(exclude=(table.first, table.last)),
                "top1": test["top1"], "loss": test["loss"],
                "gbitops": bitops(table, policy) / 1e9, "size_mb": size_bytes(table, policy) / 1e6,
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
                       on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch))
         s.tracker.log_metrics(metrics)
         s.tracker.log_artifact(args.results)
-        s.tracker.log_artifact(args.out / "policy.yaml")
+        s.tracker.log_artifact(args.out / POLICY_FILE)
 
 
 if __name__ == "__main__":

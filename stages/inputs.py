@@ -1,4 +1,7 @@
-"""Inputs the training stages share: the prepared splits with their card, and the model they describe."""
+"""Inputs the training stages share: the prepared splits with their card, and the model they describe.
+
+Kept free of the quantization and supernet code, so that editing those never reruns ``pretrain``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,12 @@ from pathlib import Path
 
 from torch import nn
 
-from smpq.artifacts import load_state_dict, read_json
+from smpq.artifacts import read_json
 from smpq.config import Params
-from smpq.cost import CostTable
 from smpq.data import CARD_FILE, load_image_set, make_loader
 from smpq.models import create_model
-from smpq.policy import LayerBits
-from smpq.quant import Calibration
-from smpq.supernet import Supernet
+
+MODEL_FILE = "model.pt"  # a model's state_dict, written by pretrain (float) and finetune (quantized)
 
 
 @dataclass
@@ -47,22 +48,3 @@ def build_model(params: Params, prepared: Prepared, pretrained: Path | None = No
     """The model named in params, shaped for the prepared dataset (classes, channels)."""
     return create_model(params.model.name, num_classes=len(prepared.card["classes"]),
                         in_channels=prepared.card["in_channels"], pretrained=pretrained)
-
-
-def fixed_bits(params: Params, table: CostTable) -> dict[str, LayerBits]:
-    """First conv and last linear at the fixed precision of ``quant.first_last`` (SPEC §3.1)."""
-    bits = LayerBits(params.quant.first_last.w_bits, params.quant.first_last.a_bits)
-    return {table.first: bits, table.last: bits}
-
-
-def load_supernet(params: Params, prepared: Prepared, pretrain_dir: Path, calibrate_dir: Path,
-                  state: Path | None = None):
-    """The supernet over the FP model with calibrated steps; trained weights and α from ``state``."""
-    table = CostTable.from_dict(read_json(calibrate_dir / "cost_table.json"))
-    calibration = Calibration.from_state_dict(load_state_dict(calibrate_dir / "calibration.pt"))
-    model = build_model(params, prepared, pretrain_dir / "model.pt")
-    supernet = Supernet(model, table, params.quant.w_bits, params.quant.a_bits, calibration,
-                        fixed_bits(params, table))
-    if state is not None:
-        supernet.load_state_dict(load_state_dict(state))
-    return supernet, table

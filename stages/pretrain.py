@@ -8,11 +8,9 @@ import torch
 
 from smpq.artifacts import save_state_dict
 from smpq.train import evaluate, train
-from stages.inputs import build_model, load_prepared
+from stages.inputs import MODEL_FILE, build_model, load_prepared
 from stages.plots import write_training_results
 from stages.session import parse_args, session
-
-EVAL_BATCH = 1024
 
 
 def run(params, *, prepared_dir: Path, out: Path, results: Path, on_epoch=None) -> dict:
@@ -23,10 +21,10 @@ def run(params, *, prepared_dir: Path, out: Path, results: Path, on_epoch=None) 
     model = build_model(params, prepared, pretrained)
     train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True,
                                    augment=cfg.augment, samples_per_epoch=cfg.samples_per_epoch)
-    val_loader = prepared.loader("search_val", batch_size=EVAL_BATCH, seed=params.seed)
+    val_loader = prepared.loader("search_val", batch_size=cfg.eval_batch_size, seed=params.seed)
     history = train(model, train_loader, cfg, eval_loader=val_loader, on_epoch=on_epoch, desc="pretrain")
-    test = evaluate(model, prepared.loader("test", batch_size=EVAL_BATCH, seed=params.seed), desc="test")
-    save_state_dict(out / "model.pt", model.state_dict())
+    test = evaluate(model, prepared.loader("test", batch_size=cfg.eval_batch_size, seed=params.seed), desc="test")
+    save_state_dict(out / MODEL_FILE, model.state_dict())
     metrics = {"fp_top1": test["top1"], "fp_loss": test["loss"], "epochs": cfg.epochs,
                "train_seconds": sum(h["epoch_seconds"] for h in history)}
     return write_training_results(results, metrics, history, "pretrain (full precision)")
@@ -39,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
                       on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch))
         s.tracker.log_metrics(metrics)
         s.tracker.log_artifact(args.results)
-        s.tracker.log_artifact(args.out / "model.pt")
+        s.tracker.log_artifact(args.out / MODEL_FILE)
 
 
 if __name__ == "__main__":

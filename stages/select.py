@@ -12,18 +12,10 @@ import math
 from pathlib import Path
 
 from smpq.artifacts import read_json, write_json
-from smpq.cost import CostTable, budget_bitops
-from smpq.policy import Policy
+from smpq.cost import Budget, CostTable
+from smpq.policy import Policy, fixed_bits
 from smpq.select import policy_report, select_policy, uniform_policy
-from stages.inputs import fixed_bits
 from stages.session import parse_args, session
-
-
-def budget(params, table: CostTable) -> tuple[float, float | None]:
-    """(BitOps budget, size budget in bytes or None) from ``select.budget``."""
-    b = params.select.budget
-    bitops_budget = budget_bitops(table, fixed_bits(params, table), avg_bits=b.avg_bits, gbitops=b.gbitops)
-    return bitops_budget, (b.size_mb * 1e6 if b.size_mb is not None else None)
 
 
 def shapley_scores(shapley: dict) -> dict[tuple[str, str, int], float]:
@@ -38,22 +30,20 @@ def alpha_scores(alpha: dict) -> dict[tuple[str, str, int], float]:
 
 
 def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, out: Path, results: Path) -> dict:
-    table = CostTable.from_dict(read_json(calibrate_dir / "cost_table.json"))
-    bitops_budget, size_budget = budget(params, table)
-    fixed, quant = fixed_bits(params, table), params.quant
-    choose = dict(table=table, budget_bitops=bitops_budget, fixed=fixed, w_bits=quant.w_bits, a_bits=quant.a_bits,
-                  size_budget_bytes=size_budget)
+    table = CostTable.load(calibrate_dir)
+    fixed, quant = fixed_bits(params.quant.first_last, table), params.quant
+    budget = Budget.from_config(params.select.budget, table, fixed)
+    choose = dict(table=table, budget=budget, fixed=fixed, w_bits=quant.w_bits, a_bits=quant.a_bits)
     policies = {
         "smpq": select_policy(shapley_scores(read_json(shapley_dir / "shapley.json")), **choose),
         "dmpq": select_policy(alpha_scores(read_json(supernet_dir / "alpha.json")), **choose),
-        "uniform": uniform_policy(table, fixed, w_bits=quant.w_bits, a_bits=quant.a_bits,
-                                  budget_bitops=bitops_budget, size_budget_bytes=size_budget),
+        "uniform": uniform_policy(**choose),
         "dmpq_argmax": Policy.load(supernet_dir / "dmpq_argmax.yaml"),
     }
     summary = {}
     for method, policy in policies.items():
         policy.save(out / f"{method}.yaml")
-        summary[method] = {**policy_report(table, policy, bitops_budget, size_budget),
+        summary[method] = {**policy_report(table, policy, budget),
                            "policy": policy.label(exclude=(table.first, table.last))}
     write_json(results / "summary.json", summary)
     return summary

@@ -17,15 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from smpq.artifacts import ArtifactError
-from smpq.config import ConfigError, Params, as_flat_dict, load_params
-from smpq.data import DataError
-from smpq.train import TrainingDiverged
+from smpq.config import Params, as_flat_dict, load_params
+from smpq.errors import SmpqError
 from stages.tracking import Tracker, stage_run
 
 log = logging.getLogger("smpq.stage")
 
-KNOWN_FAILURES = (ConfigError, ArtifactError, DataError, TrainingDiverged, FileNotFoundError, ValueError, KeyError)
+KNOWN_FAILURES = (SmpqError, FileNotFoundError)  # anything else is a bug and keeps its traceback
 
 
 @dataclass
@@ -49,23 +47,30 @@ def parse_args(name: str, paths: list[str], argv: list[str] | None = None,
 
 
 @contextmanager
+def tracked(name: str, params: Params, root: Path, sections: tuple[str, ...]) -> Iterator[Tracker]:
+    """The stage's MLflow child run with the seed and the params ``sections`` it depends on logged
+    (used by every stage, and by the Prefect fan-out that runs the ``shapley`` stage's work)."""
+    with stage_run(name, params.tracking, root) as tracker:
+        flat = {"seed": params.seed}
+        for section in sections:
+            flat.update(as_flat_dict(getattr(params, section), section))
+        tracker.log_params(flat)
+        yield tracker
+
+
+@contextmanager
 def session(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> Iterator[Session]:
-    """Load params, open the stage's MLflow child run and log the ``sections`` it depends on."""
+    """Load params, open the stage's tracked run; a known failure ends in one ``error:`` line, exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _terminated)  # a killed stage still closes its MLflow run as FAILED
     root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
     try:
         params = load_params(args.params)
-        with stage_run(name, params.tracking, root) as tracker:
-            flat = {"seed": params.seed}
-            for section in sections:
-                flat.update(as_flat_dict(getattr(params, section), section))
-            tracker.log_params(flat)
+        with tracked(name, params, root, sections) as tracker:
             yield Session(name, params, args, tracker, root)
     except KNOWN_FAILURES as err:
         log.debug("stage %s failed", name, exc_info=True)
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: stage '{name}' failed: {message}", file=sys.stderr)
+        print(f"error: stage '{name}' failed: {err}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -1,50 +1,114 @@
-"""Stage ``shapley``: Monte Carlo Shapley value of every bit-width candidate on the trained supernet.
+"""Stage ``shapley``: the Shapley value of every bit-width candidate on the trained supernet (SPEC §3.3).
 
-The permutations run in the ``fanout.chunks`` chunks that the Prefect flow fans out over workers, one after
-another here, so ``dvc repro`` and the flow write the same outputs (see ``stages.shapley_chunks``).
+The units run in the ``fanout.chunks`` chunks that the Prefect flow fans out over workers
+(``stages.shapley_worker``), one after another here, so ``dvc repro`` and the flow write the same files:
+``data/shapley/shapley.json`` byte for byte (it holds no timings) and ``results/shapley/metrics.json`` up to
+its timing keys.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from smpq.shapley import shapley_values
-from stages.session import session
-from stages.shapley_chunks import SECTIONS, ShapleyPaths, game, parse_stage_args, paths_of, record, write_outputs
+from smpq.artifacts import read_json, write_json
+from smpq.config import Params
+from smpq.errors import ConfigError
+from smpq.shapley.estimate import ShapleyResult, combine, shapley_values
+from smpq.shapley.sampling import Samples
+from stages.plots import shapley_convergence, shapley_heatmap
+from stages.session import parse_args, session
+from stages.shapley_worker import Game, ShapleyPaths, chunk_plan, game
+from stages.tracking import Tracker
 
 log = logging.getLogger("smpq.stage.shapley")
 
-
-def progress_reporter(bar: tqdm, start: float):
-    """Advance the bar and log every ~10% (the bar is silent when DVC captures the output)."""
-    def report(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-        if done == total or done % max(1, total // 10) == 0:
-            log.info("shapley: %d/%d permutations, %.0f s", done, total, time.perf_counter() - start)
-    return report
+STAGE = "shapley"
+SECTIONS = ("quant", "shapley", "fanout")  # the params sections logged with the stage's MLflow run
+SHAPLEY_FILE = "shapley.json"
 
 
-def run(params_path: Path, paths: ShapleyPaths) -> dict:
+def run(params: Params, paths: ShapleyPaths) -> dict:
     """All chunks in this process (each memoised on its own, as on a worker); returns the metrics written."""
-    g = game(params_path, paths)
-    cfg = g.params.shapley
+    g, cfg = game(params, paths), params.shapley
     start = time.perf_counter()
-    with tqdm(total=cfg.max_permutations, desc="shapley permutations", disable=None) as bar:
-        result = shapley_values(g.value_fn, len(g.players), seed=g.params.seed, max_permutations=cfg.max_permutations,
-                                tolerance=cfg.tolerance, chunks=g.params.fanout.chunks,
-                                progress=progress_reporter(bar, start), **cfg.walk)
-    return write_outputs(g, result, paths, time.perf_counter() - start)
+    with tqdm(total=cfg.max_permutations, desc="shapley units", disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+            if done == total or done % max(1, total // 10) == 0:  # the bar is silent under dvc repro
+                log.info("shapley: %d/%d units, %.0f s", done, total, time.perf_counter() - start)
+
+        result = shapley_values(g.value_fn, len(g.players), seed=params.seed, max_permutations=cfg.max_permutations,
+                                tolerance=cfg.tolerance, chunks=params.fanout.chunks, progress=progress, **cfg.method)
+    return write_outputs(params, g, result, paths, time.perf_counter() - start)
+
+
+def finish(params: Params, paths: ShapleyPaths, blocks: Sequence[Samples], seconds: float) -> dict:
+    """Merge fanned-out chunks (stopping rule applied as in the sequential run) and write the outputs."""
+    result = combine(blocks, antithetic=params.shapley.antithetic, tolerance=params.shapley.tolerance)
+    return write_outputs(params, game(params, paths), result, paths, seconds)
+
+
+def write_outputs(params: Params, g: Game, result: ShapleyResult, paths: ShapleyPaths, seconds: float) -> dict:
+    """``shapley.json`` (players, totals, trace), ``metrics.json`` (totals and timings) and the two plots."""
+    cfg = params.shapley
+    alpha = read_json(paths.supernet / "alpha.json")
+    players = [{"layer": p.layer, "kind": p.kind, "bits": p.bits, "value": float(result.values[i]),
+                "stderr": _finite(result.stderr[i]), "samples": int(result.n_samples[i]),
+                "alpha_probability": _alpha_probability(alpha, p)} for i, p in enumerate(g.players)]
+    totals = {"evaluations": result.n_evaluations, "permutations": result.n_permutations,
+              "chunks": len(chunk_plan(params)), "v_full": result.v_full, "v_empty": result.v_empty,
+              "value": cfg.value, "batch_size": cfg.batch_size, "max_stderr": _finite(max(result.stderr))}
+    write_json(paths.out / SHAPLEY_FILE, {"players": players, "totals": totals,
+                                          "trace": {"evaluations": [int(e) for e in result.trace_evaluations],
+                                                    "estimates": [[float(v) for v in row] for row in result.trace]}})
+    metrics = totals | {"wall_seconds": seconds, "evaluations_per_second": result.n_evaluations / max(seconds, 1e-9)}
+    write_json(paths.results / "metrics.json", metrics)
+    shapley_convergence(result.trace_evaluations, result.trace, paths.results / "convergence.png")
+    shapley_heatmap(players, paths.results / "heatmap.png")
+    return metrics
+
+
+def record(tracker: Tracker, metrics: dict, paths: ShapleyPaths) -> None:
+    """Numeric metrics plus the results folder and ``shapley.json`` as artifacts of the stage's run."""
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+    tracker.log_artifact(paths.results)
+    tracker.log_artifact(paths.out / SHAPLEY_FILE)
+
+
+def stage_inputs(cmd: str, root: Path) -> tuple[Path, ShapleyPaths]:
+    """``(params file, paths)`` of the stage command ``cmd`` from ``dvc.yaml``, resolved against ``root``."""
+    words = shlex.split(cmd)
+    module = f"stages.{STAGE}"
+    if module not in words:
+        raise ConfigError(f"dvc.yaml: the {STAGE} stage's cmd does not run 'python -m {module}': {cmd!r}")
+    try:
+        args = parse_args(STAGE, ShapleyPaths.names(), words[words.index(module) + 1:])
+    except SystemExit:  # argparse has printed what is wrong with the command
+        raise ConfigError(f"dvc.yaml: the {STAGE} stage's cmd has bad options: {cmd!r}") from None
+    return root / args.params, ShapleyPaths(*(root / getattr(args, name) for name in ShapleyPaths.names()))
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_stage_args(argv)
-    with session("shapley", args, sections=SECTIONS) as s:
-        paths = paths_of(args)
-        record(s.tracker, run(args.params, paths), paths)
+    args = parse_args(STAGE, ShapleyPaths.names(), argv)
+    with session(STAGE, args, sections=SECTIONS) as s:
+        paths = ShapleyPaths(*(getattr(args, name) for name in ShapleyPaths.names()))
+        record(s.tracker, run(s.params, paths), paths)
+
+
+def _alpha_probability(alpha: dict, player) -> float:
+    group = alpha[player.layer][player.kind]
+    return float(group["probabilities"][group["bits"].index(player.bits)])
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if x == x and abs(x) != float("inf") else None
 
 
 if __name__ == "__main__":

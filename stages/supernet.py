@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 
 from smpq.artifacts import save_state_dict, write_json
-from smpq.cost import bitops, budget_bitops, size_bytes
+from smpq.cost import Budget, bitops, size_bytes
 from smpq.supernet import search
-from stages.inputs import fixed_bits, load_prepared, load_supernet
+from stages.inputs import load_prepared
 from stages.plots import write_training_results
 from stages.session import parse_args, session
+from stages.supernet_inputs import load_supernet
 
 
 def run(params, *, prepared_dir: Path, pretrain_dir: Path, calibrate_dir: Path, out: Path, results: Path,
@@ -21,8 +22,7 @@ def run(params, *, prepared_dir: Path, pretrain_dir: Path, calibrate_dir: Path, 
     torch.manual_seed(params.seed)
     supernet, table = load_supernet(params, prepared, pretrain_dir, calibrate_dir)
     cfg = params.supernet
-    target = budget_bitops(table, fixed_bits(params, table), avg_bits=cfg.target.avg_bits,
-                           gbitops=cfg.target.gbitops)
+    target = Budget.from_config(cfg.target, table, supernet.fixed).bitops
     train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True,
                                    samples_per_epoch=cfg.samples_per_epoch)
     val_loader = prepared.loader("search_val", batch_size=cfg.batch_size, seed=params.seed + 1, shuffle=True)

@@ -88,10 +88,6 @@ class Tracker:
         """A JSON/YAML artifact straight from memory (e.g. the α table of one epoch)."""
         self.client.log_dict(self.run_id, data, artifact_file)
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
-
 
 class NullTracker(Tracker):
     """Tracking switched off (``tracking.enabled: false``): every call is a no-op."""
@@ -109,9 +105,6 @@ class NullTracker(Tracker):
         pass
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
-        pass
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
 
 
@@ -150,11 +143,17 @@ def _experiment(client: Any, name: str, root: Path) -> str:
     return client.create_experiment(name, artifact_location=(root.resolve() / "mlruns").as_uri())
 
 
-def _parent_run(client: Any, experiment_id: str, group: str) -> str:
+def _existing_parent(client: Any, experiment_id: str, group: str) -> str | None:
+    """The id of pipeline execution ``group``'s parent run, if one exists."""
     runs = client.search_runs([experiment_id], max_results=1, filter_string=(
         f"tags.`{PIPELINE_TAG}` = '{group}' and tags.`{ROLE_TAG}` = 'pipeline'"))
-    if runs:
-        return runs[0].info.run_id
+    return runs[0].info.run_id if runs else None
+
+
+def _parent_run(client: Any, experiment_id: str, group: str) -> str:
+    """The parent run of pipeline execution ``group``, created by the first stage that asks."""
+    if parent := _existing_parent(client, experiment_id, group):
+        return parent
     run = client.create_run(experiment_id, run_name=f"pipeline {group}",
                             tags={PIPELINE_TAG: group, ROLE_TAG: "pipeline"})
     return run.info.run_id
@@ -178,8 +177,4 @@ def find_parent_run(cfg: TrackingConfig, root: Path, group: str) -> str | None:
 
     client = MlflowClient(tracking_uri=tracking_uri(cfg, root))
     experiment = client.get_experiment_by_name(cfg.experiment)
-    if experiment is None:
-        return None
-    runs = client.search_runs([experiment.experiment_id], max_results=1, filter_string=(
-        f"tags.`{PIPELINE_TAG}` = '{group}' and tags.`{ROLE_TAG}` = 'pipeline'"))
-    return runs[0].info.run_id if runs else None
+    return None if experiment is None else _existing_parent(client, experiment.experiment_id, group)

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smpq.config import ConfigError, Params, as_flat_dict, load_params
-from smpq.shapley import sample_permutations, shapley_values
+from smpq.config import Params, as_flat_dict, load_params
+from smpq.errors import ConfigError
+from smpq.shapley.estimate import make_sampler, shapley_values
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -33,11 +34,12 @@ def test_project_params_load_and_are_frozen():
         params.pretrain.epochs = 5  # frozen
 
 
-def test_shapley_walk_is_the_estimators_keyword_arguments(tmp_path):
+def test_shapley_method_is_the_estimators_keyword_arguments(tmp_path):
     params = load_params(write(tmp_path, {}), {"shapley.truncation": 0.25, "shapley.antithetic": False})
-    assert params.shapley.walk == {"antithetic": False, "direction": "remove", "truncation": 0.25}
-    assert set(params.shapley.walk) <= set(inspect.signature(sample_permutations).parameters)
-    assert set(params.shapley.walk) <= set(inspect.signature(shapley_values).parameters)
+    assert params.shapley.method == {"estimator": "permutation", "antithetic": False, "direction": "remove",
+                                     "truncation": 0.25}
+    assert set(params.shapley.method) <= set(inspect.signature(make_sampler).parameters)
+    assert set(params.shapley.method) <= set(inspect.signature(shapley_values).parameters)
 
 
 def test_every_key_must_be_set(tmp_path):
@@ -69,6 +71,7 @@ def test_overrides_use_dotted_keys(tmp_path):
     ({"pretrain": {"momentum": 1.5}}, "pretrain.momentum: 1.5 out of range; allowed: [0.0, 1.0]"),
     ({"pretrain": {"lr": "fast"}}, "pretrain.lr: expected a number, got 'fast'"),
     ({"pretrain": {"nesterov": "yes"}}, "pretrain.nesterov: expected true or false, got 'yes'"),
+    ({"finetune": {"eval_batch_size": 0}}, "finetune.eval_batch_size: 0 out of range; allowed: >= 1"),
     ({"pretrain": {"schedule": "step"}}, "pretrain.schedule: 'step' is not allowed; allowed: onecycle, cosine, constant"),
     ({"data": {"dataset": "mnist"}}, "data.dataset: 'mnist' is not allowed; allowed: fashion_mnist, cifar10, image_folder"),
     ({"data": {"dataset": "cifar10"}}, "data.root: required for dataset 'cifar10'"),
@@ -91,13 +94,19 @@ def test_overrides_use_dotted_keys(tmp_path):
     ({"supernet": {"warmup_epochs": 5}}, "supernet.warmup_epochs: 5 exceeds epochs (2)"),
     ({"supernet": {"complexity_form": "square"}}, "supernet.complexity_form: 'square' is not allowed; allowed: hinge, ratio"),
     ({"supernet": {"target": {"avg_bits": 3, "gbitops": 2}}}, "supernet.target: give exactly one of avg_bits or gbitops"),
-    ({"shapley": {"value": "top5"}}, "shapley.value: 'top5' is not allowed; allowed: top1, neg_loss"),
+    ({"shapley": {"value": "top5"}}, "shapley.value: 'top5' is not allowed; allowed: neg_kl, neg_loss, top1"),
+    ({"shapley": {"estimator": "kernel"}},
+     "shapley.estimator: 'kernel' is not allowed; allowed: owen, within_group, permutation, exact"),
+    ({"shapley": {"empty_group": "none"}}, "shapley.empty_group: 'none' is not allowed; allowed: reference, zero"),
+    ({"shapley": {"batches": 0}}, "shapley.batches: 0 out of range; allowed: >= 1"),
+    ({"shapley": {"reference_bits": 6}}, "shapley.reference_bits: 6 is not a candidate of both quant.w_bits"),
+    ({"shapley": {"estimator": "owen", "truncation": 0.5}}, "shapley.truncation: only defined for estimator: permutation"),
     ({"shapley": {"truncation": 1.5}}, "shapley.truncation: 1.5 out of range; allowed: [0.0, 1.0]"),
     ({"shapley": {"direction": "sideways"}}, "shapley.direction: 'sideways' is not allowed; allowed: remove, add"),
     ({"shapley": {"max_permutations": 0}}, "shapley.max_permutations: 0 out of range; allowed: >= 1"),
     ({"shapley": {"max_permutations": 7, "antithetic": True}}, "shapley.max_permutations: 7 must be even with antithetic: true"),
-    ({"shapley": {"direction": "add", "truncation": 0.5}}, "shapley.truncation: only defined for direction: remove"),
-    ({"shapley": {"value": "neg_loss", "truncation": 0.5}}, "shapley.truncation: needs value: top1"),
+    ({"shapley": {"direction": "add", "truncation": 0.5}}, "shapley.truncation: only defined for estimator: permutation"),
+    ({"shapley": {"value": "neg_loss", "truncation": 0.5}}, "shapley.truncation: only defined for estimator: permutation"),
     ({"tracking": []}, "tracking: expected a mapping of keys, got list"),
     ({"data": {"root": None, "dataset": "image_folder", "image_size": 4}}, "data.image_size: 4 out of range; allowed: [8, 1024]"),
 ])

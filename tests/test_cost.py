@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from smpq.cost import CostTable, LayerCost, bitops, budget_bitops, cost_table, size_bytes
-from smpq.policy import LayerBits, Policy
+from smpq.config import BitsPair, BudgetConfig
+from smpq.cost import (COST_TABLE_FILE, Budget, CostTable, LayerCost, bitops, budget_bitops, cost_table, fixed_bitops,
+                       size_bytes)
+from smpq.errors import ArtifactError
+from smpq.policy import LayerBits, Policy, fixed_bits
 
 RESNET18_MACS = 1_814_073_344  # torchvision ResNet-18, 224×224, conv + fc (the 1.82 G anchor)
 
@@ -143,7 +147,7 @@ def test_cost_table_round_trip(small_table: CostTable) -> None:
 @pytest.mark.parametrize("measure", [bitops, size_bytes])
 def test_policy_missing_a_layer_names_it(small_table: CostTable, measure) -> None:
     policy = Policy({"conv": (8, 8), "fc": (8, 8)})
-    with pytest.raises(KeyError, match="'mid'"):
+    with pytest.raises(ArtifactError, match="'mid'"):
         measure(small_table, policy)
 
 
@@ -164,3 +168,30 @@ def test_reused_module_counts_once_and_mode_is_restored() -> None:
     table = cost_table(model, (4,))
     assert table.names == ["0"] and table.total_macs == 16
     assert model.training
+
+
+def test_layer_cost_formulas_match_the_model_totals(small_table: CostTable) -> None:
+    policy = Policy({"conv": (8, 8), "mid": (3, 4), "fc": (4, 8)})
+    layers = small_table.layers
+    assert bitops(small_table, policy) == sum(c.bitops(*astuple(policy[c.name])) for c in layers)
+    assert size_bytes(small_table, policy) == sum(c.weight_bytes(policy[c.name].w_bits) + c.bias_bytes for c in layers)
+    assert layers[1].bitops(3, 4) == layers[1].macs * 12 and layers[1].bias_bytes == 4 * layers[1].out_channels
+
+
+def test_fixed_bits_budget_and_fixed_bitops(small_table: CostTable) -> None:
+    fixed = fixed_bits(BitsPair(8, 4), small_table)
+    assert fixed == {"conv": LayerBits(8, 4), "fc": LayerBits(8, 4)}
+    assert fixed_bitops(small_table, fixed) == (3456 + 1280) * 32
+    budget = Budget.from_config(BudgetConfig(avg_bits=2.5, size_mb=0.5), small_table, fixed)
+    assert budget == Budget(budget_bitops(small_table, fixed, avg_bits=2.5), 0.5e6)
+    assert Budget.from_config(BudgetConfig(gbitops=1.25), small_table, fixed) == Budget(1.25e9, None)
+
+
+def test_cost_table_file_round_trip_and_errors(small_table: CostTable, tmp_path) -> None:
+    assert small_table.save(tmp_path) == tmp_path / COST_TABLE_FILE
+    assert CostTable.load(tmp_path) == small_table
+    with pytest.raises(ArtifactError, match="file not found"):
+        CostTable.load(tmp_path / "missing")
+    (tmp_path / COST_TABLE_FILE).write_text('{"layers": []}')
+    with pytest.raises(ArtifactError, match="not a valid cost table.*rerun the calibrate stage"):
+        CostTable.load(tmp_path)

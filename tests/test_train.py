@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from smpq.config import TrainConfig
-from smpq.train import TrainingDiverged, evaluate, fit, iterate_forever, train
+from smpq.errors import TrainingDiverged
+from smpq.train import evaluate, fit, iterate_forever, train
 
 
 def blobs(seed: int = 0, n: int = 256):

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from smpq.data.errors import DataError
 from smpq.data.image_sets import TensorImages
 from smpq.data.raw import RawDataset
+from smpq.errors import DataError
 
 BATCH_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from smpq.data.errors import DataError
 from smpq.data.idx import read_idx
 from smpq.data.image_sets import TensorImages
 from smpq.data.raw import RawDataset
+from smpq.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smpq.data.errors import DataError
+from smpq.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from smpq.data.errors import DataError
 from smpq.data.image_sets import FileImages
 from smpq.data.raw import RawDataset
+from smpq.errors import DataError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 TRAIN_DIR = "train"

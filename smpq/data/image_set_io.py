@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
-from smpq.artifacts import ArtifactError, load_state_dict, save_state_dict
+from smpq.artifacts import load_state_dict, save_state_dict
 from smpq.data.image_sets import FileImages, ImageSet, TensorImages
+from smpq.errors import ArtifactError
 
 FORMAT = "smpq.image_set"
 VERSION = 1

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from smpq.data.errors import DataError
+from smpq.errors import DataError
 
 MODES = {1: "L", 3: "RGB"}
 
@@ -57,11 +57,6 @@ class TensorImages:
     def subset(self, indices: np.ndarray) -> TensorImages:
         idx = _index_tensor(indices)
         return TensorImages(self.images[idx].contiguous(), self.labels[idx].clone())
-
-    def torch_dataset(self, mean: list[float], std: list[float], augment: bool = False, seed: int = 0):
-        """A per-sample ``torch.utils.data.Dataset`` (see ``NormalisedImages`` for its seeding)."""
-        from smpq.data.torch_dataset import NormalisedImages
-        return NormalisedImages(self, mean, std, augment=augment, seed=seed)
 
 
 class FileImages:
@@ -119,11 +114,6 @@ class FileImages:
         idx = np.asarray(indices, dtype=np.int64)
         return FileImages(self.root, [self.files[i] for i in idx], self.labels[_index_tensor(idx)].clone(),
                           self._image_size, self._in_channels)
-
-    def torch_dataset(self, mean: list[float], std: list[float], augment: bool = False, seed: int = 0):
-        """A per-sample ``torch.utils.data.Dataset`` (see ``NormalisedImages`` for its seeding)."""
-        from smpq.data.torch_dataset import NormalisedImages
-        return NormalisedImages(self, mean, std, augment=augment, seed=seed)
 
 
 def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:

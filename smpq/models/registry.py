@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from smpq.artifacts import ArtifactError, load_state_dict
+from smpq.artifacts import load_state_dict
+from smpq.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 

@@ -2,11 +2,12 @@
 step sizes, and applying a per-layer bit-width ``Policy`` to a float model."""
 
 from smpq.quant.apply import apply_policy, quantizable_layers, quantized_policy
-from smpq.quant.calibration import Calibration, calibrate
+from smpq.quant.calibration import CALIBRATION_FILE, Calibration, calibrate
 from smpq.quant.layers import QuantConv2d, QuantLinear
 from smpq.quant.lsq import LSQQuantizer, fake_quantize, grad_scale, mse_optimal_step, quant_range, round_ste
 
 __all__ = [
+    "CALIBRATION_FILE",
     "Calibration",
     "LSQQuantizer",
     "QuantConv2d",

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from smpq.artifacts import ArtifactError, load_state_dict, save_state_dict
+from smpq.artifacts import load_state_dict, save_state_dict
+from smpq.errors import ArtifactError
 from smpq.policy import LayerBits
 from smpq.quant.activation_sampler import ActivationSampler
 from smpq.quant.lsq import mse_optimal_step
@@ -24,6 +25,7 @@ from smpq.quant.lsq import mse_optimal_step
 log = logging.getLogger(__name__)
 
 KINDS = ("w", "a")
+CALIBRATION_FILE = "calibration.pt"  # written by the calibrate stage (``Calibration.save``)
 
 
 @dataclass(frozen=True, eq=False)

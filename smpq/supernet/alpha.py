@@ -17,16 +17,11 @@ from collections.abc import Mapping
 
 import torch
 
-from smpq.cost import CostTable
+from smpq.config import COMPLEXITY_FORMS
+from smpq.cost import CostTable, fixed_bitops
+from smpq.errors import BudgetError
 from smpq.policy import LayerBits, Policy
 from smpq.supernet.layers import MixedLayer
-
-COMPLEXITY_FORMS = ("hinge", "ratio")
-
-
-def fixed_bitops(table: CostTable, fixed: Mapping[str, LayerBits]) -> float:
-    """Constant BitOps of the fixed-precision layers: Σ MACs · w · a."""
-    return float(sum(table[name].macs * bits.w_bits * bits.a_bits for name, bits in fixed.items()))
 
 
 def expected_bits(layer: MixedLayer, kind: str) -> torch.Tensor:
@@ -38,9 +33,9 @@ def expected_bits(layer: MixedLayer, kind: str) -> torch.Tensor:
 
 def expected_bitops(layers: Mapping[str, MixedLayer], table: CostTable, fixed: Mapping[str, LayerBits]) -> torch.Tensor:
     """Differentiable expected BitOps per sample (formula in the module docstring), float64 scalar."""
-    total = torch.tensor(fixed_bitops(table, fixed), dtype=torch.float64)
+    total = torch.tensor(float(fixed_bitops(table, fixed)), dtype=torch.float64)
     for name, layer in layers.items():
-        term = table[name].macs * expected_bits(layer, "w") * expected_bits(layer, "a")
+        term = table[name].bitops(expected_bits(layer, "w"), expected_bits(layer, "a"))
         total = total.to(term.device) + term
     return total
 
@@ -58,7 +53,8 @@ def complexity_loss(expected: torch.Tensor, target_bitops: float, weight: float,
     if form not in COMPLEXITY_FORMS:
         raise ValueError(f"complexity form must be one of {COMPLEXITY_FORMS}, got {form!r}")
     if not math.isfinite(target_bitops) or target_bitops <= 0:
-        raise ValueError(f"target BitOps must be a positive number, got {target_bitops!r}")
+        raise BudgetError(f"target BitOps must be a positive number, got {target_bitops!r}; "
+                          "set supernet.target in params.yaml to a positive budget")
     ratio = expected / float(target_bitops)
     return weight * (torch.relu(ratio - 1.0) if form == "hinge" else ratio)
 

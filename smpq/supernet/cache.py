@@ -18,14 +18,12 @@ functions as the live path (``smpq.supernet.mixing``), hence bit-identical to it
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
-from smpq.supernet.mixing import CHUNK_ELEMENTS, ActivationTerm, activation_terms, mix, survivor_probabilities
-
-if TYPE_CHECKING:
-    from smpq.supernet.layers import MixedLayer
+from smpq.supernet.mixing import (CHUNK_ELEMENTS, FULL_PRECISION, ActivationTerm, activation_terms, mix,
+                                  survivor_probabilities)
 
 
 def signature(tensors: Iterable[torch.Tensor]) -> tuple[tuple[int, int], ...]:
@@ -34,7 +32,10 @@ def signature(tensors: Iterable[torch.Tensor]) -> tuple[tuple[int, int], ...]:
 
 
 class FrozenCache:
-    """Cached ``W_mix`` and activation terms of one mixed layer; all methods run without autograd."""
+    """Cached ``W_mix`` and activation terms of one mixed layer; all methods run without autograd.
+
+    ``layer`` is the owning ``smpq.supernet.layers.MixedLayer`` (its weight, quantizers, α and active masks).
+    """
 
     def __init__(self) -> None:
         self._quantized: tuple[tuple, list[torch.Tensor]] | None = None
@@ -50,8 +51,10 @@ class FrozenCache:
         self._terms = {}
 
     @torch.no_grad()
-    def weight(self, layer: "MixedLayer") -> torch.Tensor:
+    def weight(self, layer: nn.Module) -> torch.Tensor:
         """``W_mix`` of the layer's current coalition, from the cached ``Q_b(W)``."""
+        if layer.active_w == FULL_PRECISION:
+            return layer.weight
         quantizers = list(layer.w_quants.values())
         key = signature([layer.weight, *(q.step for q in quantizers)])
         if self._quantized is None or self._quantized[0] != key:
@@ -65,7 +68,7 @@ class FrozenCache:
         return self._weight[1]
 
     @torch.no_grad()
-    def terms(self, layer: "MixedLayer", numel: int) -> list[ActivationTerm]:
+    def terms(self, layer: nn.Module, numel: int) -> list[ActivationTerm]:
         """Activation terms of the current coalition for an input of ``numel`` elements."""
         quantizers = list(layer.a_quants.values())
         key = signature([layer.alpha_a, *(q.step for q in quantizers)])

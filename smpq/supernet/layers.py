@@ -25,8 +25,8 @@ from torch import nn
 
 from smpq.quant import Calibration, LSQQuantizer
 from smpq.supernet.cache import FrozenCache
-from smpq.supernet.mixing import (Active, activation_terms, mix, mix_activation, mix_activation_inplace,
-                                  survivor_probabilities)
+from smpq.supernet.mixing import (FULL_PRECISION, Active, activation_terms, mix, mix_activation,
+                                  mix_activation_inplace, survivor_probabilities)
 
 
 def candidate_bits(bits: Iterable[int], kind: str) -> tuple[int, ...]:
@@ -77,11 +77,13 @@ class _MixedQuantLayer:
         """``softmax(α_kind)`` over all candidates (the coalition does not enter)."""
         return torch.softmax(self.alpha_w if kind == "w" else self.alpha_a, dim=0)
 
-    def set_active(self, w: Sequence[int] | None, a: Sequence[int] | None) -> None:
-        """Keep only candidates ``w``/``a`` (indices into ``w_bits``/``a_bits``); None keeps all."""
-        self.active_w = _active(w, len(self.w_bits), "weight")
-        self.active_a = _active(a, len(self.a_bits), "activation")
-        self._cache.drop_mixture()
+    def set_active(self, w: Sequence[int] | str | None, a: Sequence[int] | str | None) -> None:
+        """Keep only candidates ``w``/``a`` (indices into ``w_bits``/``a_bits``); None keeps all;
+        ``FULL_PRECISION`` uses the float tensor itself. Caches are dropped only when something changed."""
+        active_w, active_a = _active(w, len(self.w_bits), "weight"), _active(a, len(self.a_bits), "activation")
+        if (active_w, active_a) != (self.active_w, self.active_a):
+            self.active_w, self.active_a = active_w, active_a
+            self._cache.drop_mixture()
 
     @torch.no_grad()
     def load_calibration(self, calibration: Calibration, name: str) -> None:
@@ -95,6 +97,8 @@ class _MixedQuantLayer:
 
     def mixed_weight(self) -> torch.Tensor:
         """``W_mix`` over the kept weight candidates (zeros when none is kept), with autograd."""
+        if self.active_w == FULL_PRECISION:
+            return self.weight
         active, probs = survivor_probabilities(self.alpha_w, self.active_w)
         if not active:
             return torch.zeros_like(self.weight)
@@ -103,6 +107,8 @@ class _MixedQuantLayer:
 
     def mixed_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x_mix`` over the kept activation candidates; in place (same value) when autograd is off."""
+        if self.active_a == FULL_PRECISION:
+            return x
         active, probs = survivor_probabilities(self.alpha_a, self.active_a)
         terms = activation_terms(list(self.a_quants.values()), active, probs, x.numel())
         return mix_activation(x, terms) if torch.is_grad_enabled() else mix_activation_inplace(x, terms)
@@ -115,6 +121,8 @@ class _MixedQuantLayer:
     @torch.no_grad()
     def _frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Inference only: cached ``W_mix`` and activation terms, activation mixture in place."""
+        if self.active_a == FULL_PRECISION:
+            return self._op(x, self._cache.weight(self))
         x_mix = mix_activation_inplace(x, self._cache.terms(self, x.numel()), self._cache.scratch(x))
         return self._op(x_mix, self._cache.weight(self))
 
@@ -188,10 +196,10 @@ class MixedQuantLinear(_MixedQuantLayer, nn.Linear):
 MixedLayer = MixedQuantConv2d | MixedQuantLinear
 
 
-def _active(indices: Sequence[int] | None, size: int, kind: str) -> Active:
+def _active(indices: Sequence[int] | str | None, size: int, kind: str) -> Active:
     """Sorted unique kept indices; the whole group collapses to None (exactly the unmasked forward)."""
-    if indices is None:
-        return None
+    if indices is None or indices == FULL_PRECISION:
+        return indices
     kept = tuple(sorted(set(int(i) for i in indices)))
     if any(not 0 <= i < size for i in kept):
         raise ValueError(f"{kind} candidate indices {list(indices)} out of range for {size} candidates")

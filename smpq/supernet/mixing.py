@@ -25,7 +25,8 @@ import torch
 
 from smpq.quant.lsq import STEP_EPS, LSQQuantizer, grad_scale, round_ste
 
-Active = tuple[int, ...] | None  # kept candidate indices of a group; None = all of them
+FULL_PRECISION = "full_precision"  # a group that uses the float tensor itself (the game's reference, SPEC §3.3)
+Active = tuple[int, ...] | None | str  # kept candidate indices of a group; None = all of them; or FULL_PRECISION
 CHUNK_ELEMENTS = 1 << 20  # 4 MiB of float32 per slice of the in-place CPU mixture: stays in L2/L3 cache
 
 

@@ -26,7 +26,8 @@ from torch import nn
 from smpq.config import SupernetConfig
 from smpq.cost import bitops
 from smpq.supernet.supernet import Supernet
-from smpq.train import EpochCallback, TrainingDiverged, fit, iterate_forever
+from smpq.errors import DataError, TrainingDiverged
+from smpq.train import EpochCallback, fit, iterate_forever
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def search(supernet: Supernet, train_loader, val_loader, cfg: SupernetConfig, ta
     """
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0 or len(val_loader) == 0:
-        raise ValueError("supernet search needs non-empty train and search_val loaders")
+        raise DataError("supernet search needs non-empty train and search_val loaders; check data.search_val_size "
+                        "and data.train_size in params.yaml")
     weights, alphas = supernet.weight_parameters(), supernet.alpha_parameters()
     optimizer = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))

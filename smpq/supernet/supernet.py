@@ -27,6 +27,7 @@ from smpq.policy import LayerBits, Policy
 from smpq.quant import Calibration, apply_policy
 from smpq.supernet import alpha as alpha_stats
 from smpq.supernet.layers import MixedLayer, MixedQuantConv2d, MixedQuantLinear, candidate_bits
+from smpq.supernet.mixing import FULL_PRECISION
 from smpq.supernet.players import Player, as_mask, make_players
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Supernet(nn.Module):
         self._layers: dict[str, MixedLayer] = {name: self._convert(name, calibration) for name in table.searchable}
         self._players = make_players((name, self.w_bits, self.a_bits) for name in table.searchable)
         self._mask: np.ndarray | None = None
+        self._empty_group, self._reference_bits = "zero", None
         log.info("supernet: %d searchable layers, w candidates %s, a candidates %s, %d players",
                  len(self._layers), list(self.w_bits), list(self.a_bits), len(self._players))
 
@@ -101,11 +103,21 @@ class Supernet(nn.Module):
         """A copy of the current mask over ``players()`` (None: no mask, the full supernet)."""
         return None if self._mask is None else self._mask.copy()
 
+    def set_empty_group(self, mode: str, reference_bits: int | None = None) -> None:
+        """What an empty group of a coalition means (SPEC §3.3): ``zero`` — the tensor is zero (Shapley-NAS);
+        ``reference`` — the group uses the candidate of ``reference_bits`` alone (None: the float tensor)."""
+        for kind, bits in (("weight", self.w_bits), ("activation", self.a_bits)):
+            if mode == "reference" and reference_bits is not None and reference_bits not in bits:
+                raise ValueError(f"reference_bits {reference_bits} is not a {kind} candidate {list(bits)}")
+        self._empty_group, self._reference_bits = mode, reference_bits
+        self.set_coalition(self._mask)
+
     def set_coalition(self, mask: np.ndarray | torch.Tensor | None) -> None:
         """Restrict every layer to the candidates in ``mask`` (boolean, one entry per player); None clears.
 
-        Kept candidates mix with ``softmax(α[S])`` (the α-probabilities renormalised over the survivors);
-        an empty weight or activation group makes that tensor exactly zero. Wrong type or length: ValueError.
+        Kept candidates mix with ``softmax(α[S])`` (the α-probabilities renormalised over the survivors); an
+        empty weight or activation group is a zero tensor or the reference (``set_empty_group``). Wrong type
+        or length: ValueError.
         """
         if mask is None:
             self._mask = None
@@ -116,10 +128,16 @@ class Supernet(nn.Module):
         offset = 0
         for layer in self._layers.values():
             n_w, n_a = len(layer.w_bits), len(layer.a_bits)
-            keep_w = np.flatnonzero(self._mask[offset:offset + n_w])
-            keep_a = np.flatnonzero(self._mask[offset + n_w:offset + n_w + n_a])
-            layer.set_active(keep_w.tolist(), keep_a.tolist())
+            keep_w = self._kept(self._mask[offset:offset + n_w], layer.w_bits)
+            keep_a = self._kept(self._mask[offset + n_w:offset + n_w + n_a], layer.a_bits)
+            layer.set_active(keep_w, keep_a)
             offset += n_w + n_a
+
+    def _kept(self, group: np.ndarray, bits: tuple[int, ...]) -> list[int] | str:
+        """Indices of a group's kept candidates; an empty group in ``reference`` mode is the reference."""
+        if group.any() or self._empty_group == "zero":
+            return np.flatnonzero(group).tolist()
+        return FULL_PRECISION if self._reference_bits is None else [bits.index(self._reference_bits)]
 
     @contextmanager
     def coalition(self, mask: np.ndarray | torch.Tensor | None) -> Iterator["Supernet"]:

@@ -12,8 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from bench import estimator, methods, stage_costs
-from bench.workspace import PROJECT, default_params, override
+from bench import methods, stage_costs
+from bench.workspace import PROJECT, Workspace, default_params, make_copy, override
+from smpq.config import ConfigError
 from smpq.policy import Policy
 
 
@@ -24,10 +25,23 @@ def tiny_methods(tmp_path_factory):
     return out, report
 
 
-def test_override_replaces_nested_frozen_fields():
+def test_override_replaces_nested_fields_through_the_validated_loader():
     params = override(default_params(), {"seed": 7, "select.budget.avg_bits": 2.5})
     assert params.seed == 7 and params.select.budget.avg_bits == 2.5
     assert params.shapley == default_params().shapley
+    assert override(params, {"shapley.max_permutations": 4}).seed == 7  # earlier changes are kept
+
+
+def test_a_bad_bench_override_is_a_config_error_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"shapley\.truncaton: unknown key"):
+        default_params({"shapley.truncaton": 0.5})
+    with pytest.raises(ConfigError, match=r"shapley\.truncaton: unknown key"):
+        override(default_params(), {"shapley.truncaton": 0.5})
+    with pytest.raises(ConfigError, match=r"shapley\.truncaton: unknown key"):
+        methods.main(["--tiny", "--out", str(tmp_path), "--set", "shapley.truncaton=0.5"])
+    with pytest.raises(ConfigError, match=r"seed"):
+        make_copy(tmp_path / "copy", {"seed": -1})
+    assert not any(tmp_path.iterdir())  # refused before anything was copied or trained
 
 
 def test_methods_table_covers_every_method_and_meets_budgets(tiny_methods):
@@ -50,7 +64,8 @@ def test_methods_per_seed_diagnostics(tiny_methods):
     seed = report["seeds"][0]
     assert -1.0 <= seed["spearman_alpha_shapley"] <= 1.0
     budget = seed["budgets"]["avg3"]
-    folder = out / "seed0/data/select/avg3"
+    folder = Workspace(out / "seed0").data("select")  # the last budget's selection
+    assert folder == out / "seed0/data/select"
     smpq, dmpq = Policy.load(folder / "smpq.yaml"), Policy.load(folder / "dmpq.yaml")
     assert set(budget["differing_layers"]) == {name for name in smpq if smpq[name] != dmpq[name]}
     assert set(seed["stage_seconds"]) >= {"prepare", "pretrain", "calibrate", "supernet", "shapley"}
@@ -69,12 +84,15 @@ def test_methods_reuse_reruns_only_shapley_onward_with_the_overrides(tiny_method
     assert reused.read_bytes() == (out / "seed0/data/supernet/supernet.pt").read_bytes()
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         methods.parse_overrides(["shapley.truncation"])
+    assert not (tmp_path / "seed0/results/report").exists()  # only the stages the bench needs ran
     with pytest.raises(FileNotFoundError, match="nothing to reuse"):
         methods.main(["--tiny", "--seeds", "5", "--budgets", "3", "--out", str(tmp_path / "x"), "--reuse", str(out)])
 
 
 def test_estimator_curves_on_an_additive_game_are_exact_at_once():
     """Every permutation of an additive game gives the exact values: ρ = 1 and zero error from the start."""
+    from bench import estimator
+
     weights = np.array([0.3, -0.1, 0.05, 0.2, 0.0, 0.15])
     game = estimator.SharedGame(lambda mask: float(weights[mask].sum()))
     result = estimator.run_until(game, 6, estimator.CONFIGS["antithetic"], seed=1, evaluations=40)
@@ -86,6 +104,8 @@ def test_estimator_curves_on_an_additive_game_are_exact_at_once():
 
 
 def test_estimator_study_on_the_tiny_supernet(tiny_methods, tmp_path):
+    from bench import estimator
+
     out, _ = tiny_methods
     result = estimator.main(["--tiny", "--workspace", str(out / "seed0"), "--seeds", "1", "--batch", "32",
                              "--max-factor", "1", "--out", str(tmp_path), "--threads", "1"])
@@ -101,6 +121,8 @@ def test_estimator_study_on_the_tiny_supernet(tiny_methods, tmp_path):
 
 
 def test_estimator_refuses_a_missing_pipeline(tmp_path):
+    from bench import estimator
+
     with pytest.raises(SystemExit, match="dvc repro"):
         estimator.main(["--workspace", str(tmp_path), "--out", str(tmp_path / "out")])
 

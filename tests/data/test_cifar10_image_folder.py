@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from smpq.data import DataError, FileImages, load_cifar10, load_dataset, load_image_folder
+from smpq.data import FileImages, load_cifar10, load_dataset, load_image_folder
+from smpq.errors import DataError
 
 
 @pytest.mark.parametrize("point_at_batch_dir", [False, True])
@@ -100,7 +101,7 @@ def test_load_dataset_errors(tmp_path):
     common = {"download_dir": tmp_path, "allow_download": False}
     with pytest.raises(DataError, match="unknown dataset 'mnist'.*fashion_mnist, cifar10, image_folder"):
         load_dataset("mnist", root=None, image_size=None, **common)
-    with pytest.raises(DataError, match="'cifar10' needs data.root"):
+    with pytest.raises(DataError, match="data.root: required for dataset 'cifar10'"):
         load_dataset("cifar10", root=None, image_size=None, **common)
-    with pytest.raises(DataError, match="needs data.image_size"):
+    with pytest.raises(DataError, match="data.image_size: required when dataset is image_folder"):
         load_dataset("image_folder", root=tmp_path, image_size=None, **common)

@@ -7,8 +7,9 @@ import gzip
 import numpy as np
 import pytest
 
-from smpq.data import DataError, load_dataset, load_fashion_mnist, locate_fashion_mnist, read_idx
+from smpq.data import load_dataset, load_fashion_mnist, locate_fashion_mnist, read_idx
 from smpq.data import fashion_mnist
+from smpq.errors import DataError
 
 
 @pytest.mark.parametrize("compress", [True, False])

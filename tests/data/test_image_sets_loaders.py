@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from smpq.artifacts import ArtifactError, save_state_dict
+from smpq.artifacts import save_state_dict
+from smpq.errors import ArtifactError
 from smpq.data import (FileImages, TensorImages, augment_batch, channel_stats, load_image_set, make_loader,
                        save_image_set)
 
@@ -116,14 +117,3 @@ def test_loader_rejects_wrong_normalisation_length():
     with pytest.raises(ValueError, match="one value per channel"):
         make_loader(_images(channels=3), batch_size=4, mean=[0.5], std=[0.2], shuffle=False, seed=0)
 
-
-def test_torch_dataset_is_seeded_per_index_and_epoch():
-    images = _images(n=6, size=16)
-    ds = images.torch_dataset([0.5], [0.25], augment=True, seed=3)
-    x, y = ds[2]
-    assert x.shape == (1, 16, 16) and y == 2 and torch.equal(x, ds[2][0])
-    epoch0 = torch.stack([ds[i][0] for i in range(6)])
-    ds.set_epoch(1)
-    assert not torch.equal(epoch0, torch.stack([ds[i][0] for i in range(6)]))
-    plain = images.torch_dataset([0.5], [0.25])[4][0]
-    assert torch.allclose(plain, (images.images[4].float() / 255 - 0.5) / 0.25, atol=1e-5)

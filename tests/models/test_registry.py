@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from smpq.artifacts import ArtifactError
+from smpq.errors import ArtifactError
 from smpq.cost import cost_table
 from smpq.models import CompactResNet, create_model, list_models, register_model
 

@@ -31,7 +31,7 @@ def test_failing_stage_raises_with_its_error(tmp_path, monkeypatch):
 
 
 def test_shapley_inputs_come_from_the_stage_command_in_dvc_yaml():
-    from stages.shapley_chunks import stage_inputs
+    from stages.shapley import stage_inputs
 
     cmd = stage_command(ROOT, "shapley")
     assert cmd.startswith("python -m stages.shapley ")

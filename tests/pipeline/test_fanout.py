@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.fanout import local_cluster_kwargs, local_workers, task_runner
 from smpq.config import FanoutConfig
-from smpq.shapley import chunk_indices, combine, sample_permutations, shapley_values
+from smpq.shapley.estimate import combine, sample_units, shapley_values
+from smpq.shapley.sampling import chunk_indices
 from tests.pipeline.conftest import tiny_env
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this test module
@@ -35,7 +36,7 @@ class SineGame:
 
 def chunk_on_worker(indices, n_players, game_seed, seed, antithetic):
     """What a fan-out task does: build the game in the worker process, sample one chunk."""
-    return sample_permutations(SineGame(n_players, game_seed), n_players, indices, seed=seed, antithetic=antithetic)
+    return sample_units(SineGame(n_players, game_seed), n_players, indices, seed=seed, antithetic=antithetic)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ DRIVER = textwrap.dedent("""
     from pathlib import Path
     from prefect import flow
     from pipelines.fanout import run_fanout
-    from stages.settings import load_params
+    from smpq.config import load_params
 
     @flow(name="fanout-check")
     def check(project: str, runner: str) -> dict:

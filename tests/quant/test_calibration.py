@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from smpq.artifacts import ArtifactError
+from smpq.errors import ArtifactError
 from smpq.policy import LayerBits
 from smpq.quant import Calibration, calibrate, mse_optimal_step
 from smpq.quant.activation_sampler import ActivationSampler

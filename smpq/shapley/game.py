@@ -1,0 +1,86 @@
+"""The Shapley game on a trained supernet (SPEC §3.3): the value of a coalition of bit-width candidates.
+
+Players are the supernet's ``(layer, kind, bits)`` candidates in ``Supernet.players()`` order. A coalition
+masks the frozen supernet (eval mode, no gradients; what an empty group means is the supernet's
+``empty_group`` setting) and is evaluated on fixed ``search_val`` images (never ``test``), one value per image:
+
+- ``neg_kl``: −KL(p_FP ‖ p_S) = −Σ_c p_FP,c (log p_FP,c − log p_S,c), against the full-precision model's
+  logits computed once by the caller: how far the quantized network is from the one it stands for;
+- ``neg_loss``: −cross-entropy against the labels; ``top1``: 1 if the image is classified right, else 0.
+
+``many(masks)`` evaluates coalitions that differ inside one group at once: the layers before the first one
+that differs run once per batch and are replayed (``smpq.shapley.prefix``), with bit-identical values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from smpq.config import VALUES
+from smpq.shapley.prefix import PrefixReplay
+
+
+class SupernetGame:
+    """``game(mask)`` and ``game.many(masks)``: per-image values (float64) of coalitions of a frozen supernet."""
+
+    def __init__(self, supernet, images: torch.Tensor, labels: torch.Tensor, value: str = "neg_kl", *,
+                 fp_logits: torch.Tensor | None = None, batch_size: int | None = None):
+        if value not in VALUES:
+            raise ValueError(f"unknown game value {value!r}; allowed: {', '.join(VALUES)}")
+        if len(images) != len(labels) or len(images) == 0:
+            raise ValueError(f"the value batch needs matching, non-empty images and labels "
+                             f"(got {len(images)} images, {len(labels)} labels)")
+        if value == "neg_kl" and (fp_logits is None or len(fp_logits) != len(images)):
+            raise ValueError("value neg_kl needs the full-precision logits of the same images (fp_logits)")
+        self.supernet, self.value = supernet, value
+        size = batch_size or len(images)
+        self._batches = [(images[i:i + size], labels[i:i + size]) for i in range(0, len(images), size)]
+        self._fp = None if fp_logits is None else torch.log_softmax(fp_logits.double(), dim=1)
+        self._replay = PrefixReplay(supernet)
+        players = supernet.players()
+        layers = supernet.mixed_layers
+        self._player_layer = [layers[p.layer] for p in players]
+
+    def __call__(self, mask: np.ndarray) -> np.ndarray:
+        return self.many([mask])[0]
+
+    @torch.no_grad()
+    def many(self, masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Values of ``masks``; the layers before the first one whose candidates differ between them run once."""
+        masks = [np.asarray(m, dtype=bool) for m in masks]
+        differ = np.flatnonzero(np.any(np.stack(masks) != masks[0], axis=0))
+        starts = list({id(self._player_layer[i]): self._player_layer[i] for i in differ}.values())
+        self.supernet.eval()
+        values: list[list[torch.Tensor]] = [[] for _ in masks]
+        offset = 0
+        for images, labels in self._batches:
+            for k, mask in enumerate(masks):
+                with self.supernet.coalition(mask):
+                    if len(masks) == 1:
+                        logits = self.supernet(images)
+                    elif k == 0:
+                        logits = self._replay.record(images)
+                    else:
+                        logits = self._replay.replay(images, starts)
+                values[k].append(self._per_image(logits, labels, offset))
+            offset += len(images)
+        return [torch.cat(v).numpy() for v in values]
+
+    def _per_image(self, logits: torch.Tensor, labels: torch.Tensor, offset: int) -> torch.Tensor:
+        if self.value == "top1":
+            return (logits.argmax(dim=1) == labels).double()
+        log_q = torch.log_softmax(logits.double(), dim=1)
+        if self.value == "neg_loss":
+            return log_q.gather(1, labels[:, None]).squeeze(1)
+        log_p = self._fp[offset:offset + len(logits)]
+        return -(log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def supernet_game(supernet: nn.Module, images: torch.Tensor, labels: torch.Tensor, value: str = "neg_kl", *,
+                  fp_logits: torch.Tensor | None = None, batch_size: int | None = None) -> SupernetGame:
+    """The coalition game of a frozen supernet on ``images`` (evaluated in chunks of ``batch_size``)."""
+    return SupernetGame(supernet, images, labels, value, fp_logits=fp_logits, batch_size=batch_size)
