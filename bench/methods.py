@@ -33,8 +33,17 @@ import matplotlib
 import yaml
 from scipy.stats import spearmanr
 
-from bench.workspace import SCRATCH, TINY, Workspace, default_params, make_copy, repro, reuse_outputs, timed, \
-    write_params
+from bench.workspace import (
+    SCRATCH,
+    TINY,
+    Workspace,
+    default_params,
+    make_copy,
+    repro,
+    reuse_outputs,
+    timed,
+    write_params,
+)
 from pipelines.dag import stage_order
 from smpq.artifacts import read_json, write_json, write_text
 from smpq.policy import Policy
@@ -57,8 +66,20 @@ def parse_overrides(items: list[str]) -> dict:
     return {key: yaml.safe_load(value) for key, _, value in pairs}
 
 
-def budget_tag(avg_bits: float) -> str:
-    return f"avg{avg_bits:g}"
+def parse_budget(spec) -> tuple[float, float | None]:
+    """``"2.5"`` -> (2.5, None): avg_bits; ``"4+0.025"`` -> avg_bits 4 with a 0.025 MB weight-size cap."""
+    bits, _, size = str(spec).partition("+")
+    return float(bits), (float(size) if size else None)
+
+
+def budget_tag(spec) -> str:
+    bits, size = parse_budget(spec)
+    return f"avg{bits:g}" + ("" if size is None else f"+{size:g}MB")
+
+
+def run_tag(spec, ft_seed: int | None) -> str:
+    """A (budget, fine-tune seed) pair: the unit of a paired comparison."""
+    return budget_tag(spec) + ("" if ft_seed is None else f" ft{ft_seed}")
 
 
 def finetune_stage(method: str) -> str:
@@ -79,19 +100,23 @@ def differing_layers(ws: Workspace) -> dict[str, str]:
     return {name: f"smpq {smpq[name]} / dmpq {dmpq[name]}" for name in smpq if smpq[name] != dmpq[name]}
 
 
-def run_budget(ws: Workspace, overrides: dict, avg_bits: float, methods: tuple[str, ...], threads: int):
-    """Select at one budget and fine-tune ``methods`` on it; (per-budget result, seconds per stage that ran)."""
-    write_params(ws, overrides | {"select.budget.avg_bits": avg_bits, "select.budget.gbitops": None})
+def run_budget(ws: Workspace, overrides: dict, spec, ft_seed: int | None, methods: tuple[str, ...], threads: int):
+    """Select at one budget and fine-tune ``methods`` on it with QAT seed ``ft_seed`` (None: the run's seed);
+    (per-budget result, seconds per stage that ran)."""
+    avg_bits, size_mb = parse_budget(spec)
+    write_params(ws, overrides | {"select.budget.avg_bits": avg_bits, "select.budget.gbitops": None,
+                                  "select.budget.size_mb": size_mb, "finetune.seed": ft_seed})
     seconds = repro(ws, ["select", *map(finetune_stage, methods)], threads)
     selection = read_json(ws.metrics("select"))
     runs = {m: {**selection[m], **read_json(ws.metrics(finetune_stage(m))),
                 "wall_seconds": seconds.get(finetune_stage(m))} for m in methods}
-    return {"avg_bits": avg_bits, "budget_gbitops": selection["uniform"]["budget_gbitops"], "methods": runs,
+    return {"avg_bits": avg_bits, "size_mb": size_mb, "finetune_seed": ft_seed,
+            "budget_gbitops": selection["uniform"]["budget_gbitops"], "methods": runs,
             "differing_layers": differing_layers(ws)}, seconds
 
 
-def run_seed(overrides: dict, seed: int, budgets: list[float], out: Path, reuse: Path | None = None,
-             threads: int = 2) -> dict:
+def run_seed(overrides: dict, seed: int, budgets: list[str], out: Path, reuse: Path | None = None,
+             threads: int = 2, ft_seeds: list[int | None] = (None,)) -> dict:
     """Search stages once (only those the params change, with ``reuse``), then every budget; the budget-
     independent argmax policy is fine-tuned once, on the first budget's selection."""
     overrides = overrides | {"seed": seed}
@@ -101,12 +126,14 @@ def run_seed(overrides: dict, seed: int, budgets: list[float], out: Path, reuse:
         reuse_outputs(Workspace(reuse / f"seed{seed}"), ws)
     stage_seconds = repro(ws, stage_order(ws.root, SEARCH), threads)
     per_budget, seconds = {}, {}
-    for i, b in enumerate(budgets):
-        per_budget[budget_tag(b)], took = run_budget(ws, overrides, b, METHODS + ((ARGMAX,) if i == 0 else ()),
+    runs = [(b, k) for b in budgets for k in ft_seeds]
+    for i, (b, k) in enumerate(runs):
+        per_budget[run_tag(b, k)], took = run_budget(ws, overrides, b, k, METHODS + ((ARGMAX,) if i == 0 else ()),
                                                      threads)
-        seconds |= {f"{budget_tag(b)} {stage}": s for stage, s in took.items()}
-    argmax = per_budget[budget_tag(budgets[0])]["methods"].pop(ARGMAX)
-    argmax_seconds = seconds.pop(f"{budget_tag(budgets[0])} {finetune_stage(ARGMAX)}", 0.0)  # 0: DVC skipped it
+        seconds |= {f"{run_tag(b, k)} {stage}": s for stage, s in took.items()}
+    first = run_tag(*runs[0])
+    argmax = per_budget[first]["methods"].pop(ARGMAX)
+    argmax_seconds = seconds.pop(f"{first} {finetune_stage(ARGMAX)}", 0.0)  # 0: DVC skipped it
     stage_seconds |= {"select+finetune (all budgets)": sum(seconds.values()), "finetune dmpq_argmax": argmax_seconds}
     return {"seed": seed, "fp_top1": read_json(ws.metrics("pretrain"))["fp_top1"],
             "spearman_alpha_shapley": spearman_alpha_shapley(ws),
@@ -118,13 +145,14 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def summarise(seeds: list[dict], budgets: list[float]) -> list[dict]:
-    """One row per (budget, method) plus the argmax row: mean ± std over seeds of top-1, GBitOps and MB."""
+def summarise(seeds: list[dict], budgets: list[str], ft_seeds: list) -> list[dict]:
+    """One row per (budget, method) plus the argmax row: mean ± std over seeds × fine-tune seeds of top-1,
+    GBitOps and MB."""
     rows = []
     for b in budgets:
         for m in METHODS:
-            runs = [s["budgets"][budget_tag(b)]["methods"][m] for s in seeds]
-            rows.append(_row(b, m, runs, seeds[0]["budgets"][budget_tag(b)]["budget_gbitops"]))
+            runs = [s["budgets"][run_tag(b, k)]["methods"][m] for s in seeds for k in ft_seeds]
+            rows.append(_row(budget_tag(b), m, runs, seeds[0]["budgets"][run_tag(b, ft_seeds[0])]["budget_gbitops"]))
     rows.append(_row(None, ARGMAX, [s[ARGMAX] for s in seeds], None) | {"meets_budget": None})
     return rows
 
@@ -138,16 +166,27 @@ def _row(avg_bits, method: str, runs: list[dict], budget_gbitops) -> dict:
             "meets_budget": all(r["meets_budget"] for r in runs), "seeds": len(runs)}
 
 
-def paired_gaps(seeds: list[dict], budgets: list[float]) -> list[dict]:
-    """Per budget: smpq − dmpq and smpq − uniform top-1 (paired by seed) and how many layers differ."""
+def paired_gaps(seeds: list[dict], budgets: list[str], ft_seeds: list) -> list[dict]:
+    """Per budget: smpq − dmpq and smpq − uniform top-1, paired by (seed, fine-tune seed): mean ± std, how many
+    pairs smpq wins, and how many layers differ."""
     gaps = []
     for b in budgets:
-        per_seed = [s["budgets"][budget_tag(b)] for s in seeds]
-        top1 = {m: [r["methods"][m]["top1"] for r in per_seed] for m in METHODS}
-        gaps.append({"avg_bits": b, **{f"smpq_minus_{o}": mean_std([x - y for x, y in zip(top1["smpq"], top1[o])])
-                                       for o in ("dmpq", "uniform")},
-                     "differing_layers_mean": statistics.fmean(len(r["differing_layers"]) for r in per_seed)})
+        pairs = [s["budgets"][run_tag(b, k)] for s in seeds for k in ft_seeds]
+        top1 = {m: [r["methods"][m]["top1"] for r in pairs] for m in METHODS}
+        diffs = {o: [x - y for x, y in zip(top1["smpq"], top1[o])] for o in ("dmpq", "uniform")}
+        gaps.append({"avg_bits": budget_tag(b), **{f"smpq_minus_{o}": mean_std(d) for o, d in diffs.items()},
+                     **{f"smpq_wins_vs_{o}": sum(x > 0 for x in d) for o, d in diffs.items()}, "pairs": len(pairs),
+                     "differing_layers_mean": statistics.fmean(len(r["differing_layers"]) for r in pairs)})
     return gaps
+
+
+def finetune_spread(seeds: list[dict], budgets: list[str], ft_seeds: list) -> float | None:
+    """Pooled standard deviation of top-1 over fine-tune seeds (same policy, same everything else)."""
+    if len(ft_seeds) < 2:
+        return None
+    variances = [statistics.variance([s["budgets"][run_tag(b, k)]["methods"][m]["top1"] for k in ft_seeds])
+                 for s in seeds for b in budgets for m in METHODS]
+    return statistics.fmean(variances) ** 0.5
 
 
 def _pm(mean: float, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
@@ -155,18 +194,19 @@ def _pm(mean: float, std: float | None, scale: float = 100.0, digits: int = 2) -
 
 
 def markdown(rows: list[dict], gaps: list[dict], seeds: list[dict]) -> str:
-    lines = ["| budget (avg bits) | budget GBitOps | method | top-1 % (mean ± std) | GBitOps | MB | meets budget |",
+    lines = ["| budget | budget GBitOps | method | top-1 % (mean ± std) | GBitOps | MB | meets budget |",
              "|---|---:|---|---:|---:|---:|---|"]
     for r in rows:
-        budget = ("–", "–") if r["avg_bits"] is None else (f"{r['avg_bits']:g}", f"{r['budget_gbitops']:.5f}")
+        budget = ("–", "–") if r["avg_bits"] is None else (r["avg_bits"], f"{r['budget_gbitops']:.5f}")
         lines.append(f"| {budget[0]} | {budget[1]} | {r['method']} | {_pm(r['top1_mean'], r['top1_std'])} | "
                      f"{r['gbitops_mean']:.5f} | {r['size_mb_mean']:.4f} | {_meets(r['meets_budget'])} |")
     lines += ["",
-              "| budget (avg bits) | smpq − dmpq (pp, paired) | smpq − uniform (pp, paired) | layers smpq≠dmpq |",
-              "|---|---:|---:|---:|"]
+              "| budget | smpq − dmpq (pp, paired) | smpq wins | smpq − uniform (pp, paired) | smpq wins | "
+              "layers smpq≠dmpq |", "|---|---:|---:|---:|---:|---:|"]
     for g in gaps:
-        lines.append(f"| {g['avg_bits']:g} | {_pm(*g['smpq_minus_dmpq'])} | {_pm(*g['smpq_minus_uniform'])} | "
-                     f"{g['differing_layers_mean']:.1f} |")
+        lines.append(f"| {g['avg_bits']} | {_pm(*g['smpq_minus_dmpq'])} | {g.get('smpq_wins_vs_dmpq')} of "
+                     f"{g.get('pairs')} | {_pm(*g['smpq_minus_uniform'])} | {g.get('smpq_wins_vs_uniform')} of "
+                     f"{g.get('pairs')} | {g['differing_layers_mean']:.1f} |")
     tags = list(seeds[0]["budgets"])
     lines += ["", "| seed | FP top-1 % | ρ(α, Shapley) | Shapley evals | "
               + " | ".join(f"layers smpq≠dmpq @ {t}" for t in tags) + " |",
@@ -216,7 +256,10 @@ def plot(rows: list[dict], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[2.5, 3.0, 4.0], help="select.budget.avg_bits")
+    parser.add_argument("--budgets", nargs="+", default=["2.5", "3", "4"],
+                        help="select.budget.avg_bits, or AVG+MB for a weight-size cap too (e.g. 4+0.025)")
+    parser.add_argument("--finetune-seeds", type=int, nargs="+", default=None,
+                        help="QAT seeds (finetune.seed) run for every budget: paired over seed x fine-tune seed")
     parser.add_argument("--tiny", action="store_true", help="tiny data and epochs (smoke test, not a result)")
     parser.add_argument("--out", type=Path, default=SCRATCH / "methods")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each stage process")
@@ -232,21 +275,26 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = BENCH | (TINY if args.tiny else {}) | parse_overrides(args.set)
     default_params(overrides)  # a bad key or value stops here, before any copy or training
-    seeds, seconds = timed(lambda: [run_seed(overrides, s, args.budgets, args.out, args.reuse, args.threads)
-                                    for s in args.seeds])
+    ft_seeds = args.finetune_seeds or [None]
+    seeds, seconds = timed(lambda: [run_seed(overrides, s, args.budgets, args.out, args.reuse, args.threads,
+                                             ft_seeds) for s in args.seeds])
     report = {"command": "python -m bench.methods " + " ".join(argv if argv is not None else _argv()),
               "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": args.threads,
-              "tiny": args.tiny, "wall_seconds": seconds, "budgets": args.budgets, "seeds": seeds}
+              "tiny": args.tiny, "wall_seconds": seconds, "budgets": args.budgets, "finetune_seeds": ft_seeds,
+              "seeds": seeds}
     return render(report, args.out)
 
 
 def render(report: dict, out: Path) -> dict:
     """Summary rows, paired gaps, markdown, plot and JSON from the raw per-seed results."""
-    budgets = report.get("budgets") or [b["avg_bits"] for b in report["seeds"][0]["budgets"].values()]
-    seeds = report["seeds"]
-    report |= {"summary": summarise(seeds, budgets), "paired_gaps": paired_gaps(seeds, budgets)}
+    budgets, ft_seeds, seeds = report["budgets"], report.get("finetune_seeds", [None]), report["seeds"]
+    report |= {"summary": summarise(seeds, budgets, ft_seeds), "paired_gaps": paired_gaps(seeds, budgets, ft_seeds),
+               "finetune_spread": finetune_spread(seeds, budgets, ft_seeds)}
     table = markdown(report["summary"], report["paired_gaps"], seeds)
+    if report["finetune_spread"] is not None:
+        spread = 100 * report["finetune_spread"]
+        table += f"\n\nFine-tune seed spread (pooled std of top-1 over QAT seeds): {spread:.2f} pp"
     write_json(out / "methods.json", report)
     write_text(out / "methods.md", table + "\n")
     plot(report["summary"], out / "top1_vs_gbitops.png")

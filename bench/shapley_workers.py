@@ -51,7 +51,7 @@ _GAMES: dict[GameSpec, tuple] = {}
 
 def load_game(spec: GameSpec) -> tuple:
     """``(value_fn, n_players, description, estimator)``, built once per process (one torch thread);
-    ``estimator`` holds the stage's ``shapley`` settings: permutations, chunks and ``walk`` (``ShapleyConfig.method``)."""
+    ``estimator`` holds the stage's ``shapley`` settings: units, chunks and ``walk`` (``ShapleyConfig.method``)."""
     torch.set_num_threads(1)
     if spec not in _GAMES:
         _GAMES[spec] = _project_game(spec) if spec.project else _random_game(spec)
@@ -61,8 +61,7 @@ def load_game(spec: GameSpec) -> tuple:
 def _project_game(spec: GameSpec) -> tuple:
     from pipelines.dag import stage_command
     from smpq.config import load_params
-    from stages.shapley import STAGE, stage_inputs
-    from stages.shapley_worker import game
+    from stages.shapley_worker import STAGE, game, stage_inputs
 
     root = Path(spec.project).resolve()
     params_path, paths = stage_inputs(stage_command(root, STAGE), root)
@@ -77,7 +76,7 @@ def _random_game(spec: GameSpec) -> tuple:
     from bench.coalition_eval import build
     from smpq.shapley.game import supernet_game
 
-    supernet, fixed_model, images = build(spec.seed, spec.batch, None)
+    supernet, fixed_model, images, _ = build(spec.seed, spec.batch, None)
     with torch.no_grad():
         labels = fixed_model(images).argmax(dim=1)
     value_fn = supernet_game(supernet, images, labels, "top1")

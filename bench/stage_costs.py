@@ -97,7 +97,7 @@ def mlflow_stage_times(db: Path, experiment: str = "smpq") -> list[dict]:
 
 def evaluation_rates(batch: int, repeats: int, evals: int, weights: Path | None) -> dict:
     """Evaluations/s: plain FP forward, fixed-policy quantized forward, masked supernet (random coalitions)."""
-    supernet, fixed_model, images = coalition_eval.build(0, batch, str(weights) if weights else None)
+    supernet, fixed_model, images, _ = coalition_eval.build(0, batch, str(weights) if weights else None)
     fp = create_model("compact_resnet", 10, 1, pretrained=str(weights) if weights else None).eval()
     masks = coalition_eval.random_coalitions(supernet, evals * (repeats + 1), np.random.default_rng(0))
 
@@ -111,11 +111,11 @@ def evaluation_rates(batch: int, repeats: int, evals: int, weights: Path | None)
             "masked_evaluation": lambda r: masked(masks[r * evals:(r + 1) * evals])}
     rates = {name: [] for name in runs}
     with torch.no_grad():
-        for name, run in runs.items():
+        for run in runs.values():
             run(repeats)  # warm-up on the spare chunk
         for r in range(repeats):  # interleaved, so load changes hit every variant alike
             for name, run in runs.items():
-                rates[name].append(coalition_eval.rate(lambda: run(r), evals))
+                rates[name].append(coalition_eval.rate(lambda run=run, r=r: run(r), evals))
     medians = {name: statistics.median(v) for name, v in rates.items()}
     return {"batch": batch, "per_second": medians,
             "masked_vs_fp": medians["masked_evaluation"] / medians["fp_forward"],

@@ -159,26 +159,24 @@ def repro(ws: Workspace, stages: list[str], threads: int | None = None) -> dict[
 
 
 def reuse_outputs(source: Workspace, ws: Workspace) -> None:
-    """Seed ``ws`` with every output and the ``dvc.lock`` of ``source``, an earlier copy."""
+    """Seed ``ws`` with the stage outputs, ``dvc.lock`` and DVC cache of ``source``, an earlier copy."""
     if not (source.root / "dvc.lock").is_file():
         raise FileNotFoundError(f"{source.root}: nothing to reuse (no dvc.lock); run the benchmark without reuse "
                                 "first")
-    for path in all_outputs(source.root):
+    for path in [*all_outputs(source.root), source.root / ".dvc/cache", source.root / "dvc.lock"]:
         target = ws.root / path.relative_to(source.root)
         if path.is_dir():
             shutil.copytree(path, target, dirs_exist_ok=True)
         elif path.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
-    shutil.copy2(source.root / "dvc.lock", ws.root / "dvc.lock")
 
 
 def load_game(params: Params, ws: Workspace, batch_size: int | None = None):
     """``(value_fn, players)``: the trained supernet of ``ws`` as the ``shapley`` stage's coalition game (SPEC
     §3.3), on the paths its command in ``dvc.yaml`` gives."""
     from pipelines.dag import stage_command
-    from stages.shapley import STAGE, stage_inputs
-    from stages.shapley_worker import build_game
+    from stages.shapley_worker import STAGE, build_game, stage_inputs
 
     if batch_size is not None:
         params = override(params, {"shapley.batch_size": batch_size})

@@ -31,8 +31,8 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from pipelines.dag import commit_stage, stage_command
 from smpq.config import load_params
 from stages.session import tracked
-from stages.shapley import SECTIONS, STAGE, finish, record, stage_inputs
-from stages.shapley_worker import chunk_plan, one_torch_thread, release_games, run_chunk
+from stages.shapley import SECTIONS, finish, record
+from stages.shapley_worker import STAGE, chunk_plan, one_torch_thread, release_games, run_chunk, stage_inputs
 from stages.tracking import PIPELINE_ENV
 
 DASK_ENV = "SMPQ_DASK_ADDRESS"
@@ -52,12 +52,13 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 
 @contextmanager
 def local_workers() -> Iterator[None]:
-    """Start local Dask workers with ``WORKER_ENV`` only; their nannies also export it into this process,
-    so those variables are put back afterwards (later stages keep their OpenMP threads)."""
+    """Start local Dask workers with ``WORKER_ENV`` only; the cluster also exports variables into this process
+    (``WORKER_ENV``, ``PYTHONHASHSEED``, ...), so the environment is put back afterwards (later stages keep
+    their OpenMP threads)."""
     import dask.config
     import distributed  # noqa: F401  (registers the distributed config that is changed below)
 
-    with restored(WORKER_ENV), dask.config.set({"distributed.nanny.pre-spawn-environ": dict(WORKER_ENV)}):
+    with restored(), dask.config.set({"distributed.nanny.pre-spawn-environ": dict(WORKER_ENV)}):
         yield
 
 
@@ -82,23 +83,23 @@ def shapley_chunk(params, paths, indices: list[int]):
 
 
 @contextmanager
-def restored(keys) -> Iterator[None]:
-    """Put the environment variables ``keys`` back as they were when the block started."""
-    previous = {key: os.environ.get(key) for key in keys}
+def restored() -> Iterator[None]:
+    """Put the environment back as it was when the block started: added variables removed, changed ones reset."""
+    previous = dict(os.environ)
     try:
         yield
     finally:
+        for key in set(os.environ) - set(previous):
+            del os.environ[key]
         for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
+            if os.environ.get(key) != value:
                 os.environ[key] = value
 
 
 @contextmanager
 def environment(**values: str) -> Iterator[None]:
     """Set environment variables for the block (and the processes it starts), then restore them."""
-    with restored(values):
+    with restored():
         os.environ.update(values)
         yield
 

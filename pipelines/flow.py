@@ -12,17 +12,16 @@ fails (even one that died before opening its own run), and publishes a markdown 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
 from pathlib import Path
 
-from pipelines import offline_environment
-from pipelines.dag import (StageFailed, dvc, metrics_files, stage_changed, stage_command, stage_order,
-                           stage_outputs)
+from pipelines import entry_args
+from pipelines.dag import StageFailed, dvc, metrics_files, stage_changed, stage_command, stage_order, stage_outputs
 from smpq.config import load_params
-from stages.shapley import STAGE as FANOUT_STAGE, stage_inputs
+from stages.shapley_worker import STAGE as FANOUT_STAGE
+from stages.shapley_worker import stage_inputs
 from stages.tracking import PIPELINE_ENV, fail_pipeline_run, find_parent_run, tracking_uri
 
 TAIL = 3000
@@ -133,11 +132,7 @@ def pipeline_flow():
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.flow", description=__doc__.splitlines()[0])
-    parser.add_argument("--project", default=".", help="project folder holding dvc.yaml (default: .)")
-    parser.add_argument("--params", default="params.yaml", help="params file, relative to the project")
-    args = parser.parse_args(argv)
-    offline_environment()
+    args = entry_args("python -m pipelines.flow", __doc__.splitlines()[0], argv)
     metrics = pipeline_flow()(project=args.project, params=args.params)
     sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
 

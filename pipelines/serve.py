@@ -11,11 +11,10 @@ flow runs would both call DVC and one would fail on DVC's repository lock. It ne
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from pipelines import offline_environment
+from pipelines import entry_args
 from pipelines.flow import pipeline_flow
 from smpq.config import ConfigError, load_params
 
@@ -68,11 +67,7 @@ def serve(project: Path, params: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file, relative to the project")
-    parser.add_argument("--project", default=".", help="project folder holding dvc.yaml (default: .)")
-    args = parser.parse_args(argv)
-    offline_environment()
+    args = entry_args("python -m pipelines.serve", __doc__.splitlines()[0], argv)
     try:
         serve(Path(args.project).resolve(), args.params)
     except ServeError as err:

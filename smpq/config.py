@@ -8,9 +8,10 @@ serve library users who build configs in code. Optional keys (``null`` allowed) 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -73,6 +74,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class FinetuneConfig(TrainConfig):
     methods: tuple[str, ...] = ("uniform",)
+    seed: int | None = field(default=None, metadata=in_range(0))  # QAT's own seed; None = the run's seed
 
     def check(self, path: str) -> None:
         if not self.methods:
@@ -142,6 +144,7 @@ class SupernetConfig:
     alpha_weight_decay: float = field(default=0.0, metadata=in_range(0.0))
     complexity_weight: float = field(default=1.0, metadata=in_range(0.0))  # λ
     complexity_form: str = field(default="hinge", metadata=one_of(*COMPLEXITY_FORMS))
+    single_path: float = field(default=0.0, metadata=in_range(0.0, 1.0))  # fraction of one-candidate weight steps
     target: BudgetConfig = BudgetConfig(avg_bits=4)  # expected-BitOps target, same forms as select.budget
 
     def check(self, path: str) -> None:
@@ -153,12 +156,12 @@ class SupernetConfig:
 class ShapleyConfig:
     """Shapley values of the bit-width candidates on the trained supernet (SPEC §3.3)."""
 
-    estimator: str = field(default="owen", metadata=one_of(*ESTIMATORS))
+    estimator: str = field(default="within_group", metadata=one_of(*ESTIMATORS))
     value: str = field(default="neg_kl", metadata=one_of(*VALUES))
     empty_group: str = field(default="reference", metadata=one_of(*EMPTY_GROUPS))
     reference_bits: int | None = field(default=None, metadata=in_range(*BIT_RANGE))  # None = full precision
     batch_size: int = field(default=256, metadata=in_range(1))  # seeded search_val batches of the game
-    batches: int = field(default=1, metadata=in_range(1))
+    batches: int = field(default=8, metadata=in_range(1))
     max_permutations: int = field(default=8, metadata=in_range(1))  # orderings of the groups (owen) or players
     tolerance: float | None = field(default=None, metadata=in_range(0.0))
     antithetic: bool = True

@@ -94,7 +94,7 @@ class CostTable:
         return {"input_shape": list(self.input_shape), "layers": [asdict(layer) for layer in self.layers]}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "CostTable":
+    def from_dict(cls, data: Mapping) -> CostTable:
         layers = tuple(LayerCost(**layer) for layer in data["layers"])
         return cls(layers=layers, input_shape=tuple(data["input_shape"]))
 
@@ -103,7 +103,7 @@ class CostTable:
         return write_json(Path(folder) / COST_TABLE_FILE, self.to_dict())
 
     @classmethod
-    def load(cls, folder: str | Path) -> "CostTable":
+    def load(cls, folder: str | Path) -> CostTable:
         """Read ``folder/cost_table.json``; a missing or malformed file is an ``ArtifactError``."""
         path = Path(folder) / COST_TABLE_FILE
         data = read_json(path)
@@ -188,7 +188,7 @@ class Budget:
     size_bytes: float | None = None
 
     @classmethod
-    def from_config(cls, cfg: BudgetConfig, table: CostTable, fixed: Mapping[str, LayerBits]) -> "Budget":
+    def from_config(cls, cfg: BudgetConfig, table: CostTable, fixed: Mapping[str, LayerBits]) -> Budget:
         """From a ``BudgetConfig`` (``avg_bits`` or ``gbitops``, optional ``size_mb``; validated on load)."""
         return cls(budget_bitops(table, fixed, avg_bits=cfg.avg_bits, gbitops=cfg.gbitops),
                    cfg.size_mb * 1e6 if cfg.size_mb is not None else None)

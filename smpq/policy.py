@@ -50,7 +50,7 @@ class Policy(Mapping[str, LayerBits]):
     @classmethod
     def uniform(
         cls, layers: Iterable[str], w_bits: int, a_bits: int, fixed: Mapping[str, LayerBits] | None = None
-    ) -> "Policy":
+    ) -> Policy:
         """Every layer at (w_bits, a_bits), except those in ``fixed`` (e.g. first/last at W8A8)."""
         fixed = fixed or {}
         return cls({name: fixed.get(name, LayerBits(w_bits, a_bits)) for name in layers})
@@ -82,7 +82,7 @@ class Policy(Mapping[str, LayerBits]):
         return {name: {"w_bits": b.w_bits, "a_bits": b.a_bits} for name, b in self._bits.items()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Mapping[str, int]]) -> "Policy":
+    def from_dict(cls, data: Mapping[str, Mapping[str, int]]) -> Policy:
         return cls(data)
 
     def save(self, path: str | Path) -> Path:
@@ -93,7 +93,7 @@ class Policy(Mapping[str, LayerBits]):
         return write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Policy":
+    def load(cls, path: str | Path) -> Policy:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")

@@ -67,10 +67,11 @@ def train(model: nn.Module, loader, cfg: TrainConfig, *, eval_loader=None, on_ep
 
 def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: int, scheduler=None,
         eval_loader=None, on_epoch: EpochCallback | None = None, before_step: StepHook | None = None,
-        desc: str = "train", progress: bool = True) -> list[dict[str, float]]:
+        after_step: StepHook | None = None, desc: str = "train", progress: bool = True) -> list[dict[str, float]]:
     """Cross-entropy training for ``epochs``; evaluates ``eval_loader`` after each epoch if given.
 
-    ``before_step(global_step)`` runs before every weight step (used for the DARTS-style α step).
+    ``before_step(global_step)`` runs before every weight step (the DARTS-style α step, a single-path draw),
+    ``after_step(global_step)`` after it.
     A non-finite loss stops training with ``TrainingDiverged`` naming the epoch and step.
     """
     batches = Batches(loader)
@@ -94,6 +95,8 @@ def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: i
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if after_step is not None:
+                after_step(step)
             totals.add(loss.detach(), logits.detach(), labels)
             bar.set_postfix(loss=f"{totals.loss:.3f}", top1=f"{totals.top1:.3f}", refresh=False)
             step += 1

@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     with session("calibrate", args, sections=("model", "quant", "calibrate")) as s:
         metrics = run(s.params, prepared_dir=args.prepared, pretrain_dir=args.pretrain, out=args.out,
                       results=args.results)
-        s.tracker.log_metrics(metrics)
-        s.tracker.log_artifact(args.results)
-        s.tracker.log_artifact(args.out / COST_TABLE_FILE)
+        s.record(metrics, args.results, args.out / COST_TABLE_FILE)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ def run(params, method: str, *, prepared_dir: Path, pretrain_dir: Path, calibrat
     policy = Policy.load(select_dir / f"{method}.yaml")
     calibration = Calibration.load(calibrate_dir / CALIBRATION_FILE)
     cfg = params.finetune
-    torch.manual_seed(params.seed)
+    seed = params.seed if cfg.seed is None else cfg.seed  # paired comparisons vary the QAT seed alone
+    torch.manual_seed(seed)
     model = apply_policy(build_model(params, prepared, pretrain_dir / MODEL_FILE), policy, calibration)
-    train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True,
+    train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=seed, shuffle=True,
                                    augment=cfg.augment, samples_per_epoch=cfg.samples_per_epoch)
     val_loader = prepared.loader("search_val", batch_size=cfg.eval_batch_size, seed=params.seed)
     history = train(model, train_loader, cfg, eval_loader=val_loader, on_epoch=on_epoch, desc=f"finetune {method}")
@@ -48,9 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = run(s.params, args.method, prepared_dir=args.prepared, pretrain_dir=args.pretrain,
                       calibrate_dir=args.calibrate, select_dir=args.select, out=args.out, results=args.results,
                       on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch))
-        s.tracker.log_metrics(metrics)
-        s.tracker.log_artifact(args.results)
-        s.tracker.log_artifact(args.out / POLICY_FILE)
+        s.record(metrics, args.results, args.out / POLICY_FILE)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args("prepare", ["raw", "out"], argv)
     with session("prepare", args, sections=("data",)) as s:
         metrics = run(s.params, raw_dir=args.raw, out=args.out)
-        s.tracker.log_metrics(metrics)
-        s.tracker.log_artifact(args.out / CARD_FILE)
+        s.record(metrics, args.out / CARD_FILE)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     with session("pretrain", args, sections=("model", "pretrain")) as s:
         metrics = run(s.params, prepared_dir=args.prepared, out=args.out, results=args.results,
                       on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch))
-        s.tracker.log_metrics(metrics)
-        s.tracker.log_artifact(args.results)
-        s.tracker.log_artifact(args.out / MODEL_FILE)
+        s.record(metrics, args.results, args.out / MODEL_FILE)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,39 @@ def table_markdown(rows: list[dict], fp_top1: float) -> str:
     return "\n".join(lines)
 
 
+def shapley_markdown(shapley: dict) -> str:
+    """Each candidate's value ± its standard error (orderings and batch combined), and the run's reliability."""
+    totals, players = shapley["totals"], shapley["players"]
+    bits = sorted({p["bits"] for p in players})
+    cells: dict[tuple[str, str], dict[int, str]] = {}
+    for p in players:
+        errors = [e for e in (p["stderr"], p.get("batch_stderr")) if e is not None]
+        error = f" ± {sum(e * e for e in errors) ** 0.5:.2g}" if errors else ""
+        cells.setdefault((p["layer"], p["kind"]), {})[p["bits"]] = f"{p['value']:+.4f}{error}"
+    lines = ["| layer | kind | " + " | ".join(f"{b} bits" for b in bits) + " |",
+             "|---|---|" + "---:|" * len(bits)]
+    lines += [f"| {layer} | {kind} | " + " | ".join(row.get(b, "–") for b in bits) + " |"
+              for (layer, kind), row in cells.items()]
+    reliability = totals.get("reliability")
+    summary = (f"Shapley values (`{totals.get('estimator', 'permutation')}` estimator, value "
+               f"`{totals['value']}`, {totals['evaluations']} evaluations): split-half rank agreement "
+               f"ρ = {_number(totals.get('split_half_rho'))}, estimated reliability of the full estimate "
+               f"{_number(reliability)} (group-centred Spearman; SPEC §3.3 asks ≥ 0.8 between two seeds).")
+    return summary + "\n\n" + "\n".join(lines)
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def run(params, *, pretrain_results: Path, select_results: Path, finetune_results: Path, shapley_dir: Path,
         out: Path) -> dict:
     fp_top1 = read_json(pretrain_results / "metrics.json")["fp_top1"]
     selection = read_json(select_results / "summary.json")
     rows = [{**selection[m], **read_json(finetune_results / m / "metrics.json")} for m in params.finetune.methods]
     budget = selection["uniform"]["budget_gbitops"]
-    players = read_json(shapley_dir / "shapley.json")["players"]
+    shapley = read_json(shapley_dir / "shapley.json")
+    players = shapley["players"]
     rho = float(spearmanr([p["alpha_probability"] for p in players], [p["value"] for p in players]).statistic)
     text = "\n\n".join([
         f"# {params.report.title}",
@@ -40,6 +66,7 @@ def run(params, *, pretrain_results: Path, select_results: Path, finetune_result
         f"Spearman correlation between α probability and Shapley value over {len(players)} candidates: "
         f"ρ = {rho:.3f}.",
         "![Shapley vs α](shapley_vs_alpha.png)",
+        shapley_markdown(shapley),
     ]) + "\n"
     write_text(out / "report.md", text)
     accuracy_vs_bitops(rows, fp_top1, out / "accuracy_vs_bitops.png", budget)
@@ -61,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     with session("report", args, sections=("report",)) as s:
         metrics = run(s.params, pretrain_results=args.pretrain, select_results=args.select,
                       finetune_results=args.finetune, shapley_dir=args.shapley, out=args.out)
-        s.tracker.log_metrics(metrics)
-        s.tracker.log_artifact(args.out)
+        s.record(metrics, args.out)
 
 
 if __name__ == "__main__":

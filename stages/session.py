@@ -34,6 +34,12 @@ class Session:
     tracker: Tracker
     root: Path
 
+    def record(self, metrics: dict, *artifacts: Path) -> None:
+        """The stage's final metrics and its output files or folders, on its MLflow run."""
+        self.tracker.log_metrics(metrics)
+        for artifact in artifacts:
+            self.tracker.log_artifact(artifact)
+
 
 def parse_args(name: str, paths: list[str], argv: list[str] | None = None,
                extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:

@@ -9,26 +9,24 @@ its timing keys.
 from __future__ import annotations
 
 import logging
-import shlex
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from smpq.artifacts import read_json, write_json
 from smpq.config import Params
-from smpq.errors import ConfigError
-from smpq.shapley.estimate import ShapleyResult, combine, shapley_values
+from smpq.shapley.estimate import ShapleyResult, combine, run_units, shapley_values
+from smpq.shapley.reliability import rank_agreement, spearman_brown
 from smpq.shapley.sampling import Samples
 from stages.plots import shapley_convergence, shapley_heatmap
 from stages.session import parse_args, session
-from stages.shapley_worker import Game, ShapleyPaths, chunk_plan, game
+from stages.shapley_worker import STAGE, Game, ShapleyPaths, chunk_plan, game
 from stages.tracking import Tracker
 
 log = logging.getLogger("smpq.stage.shapley")
 
-STAGE = "shapley"
 SECTIONS = ("quant", "shapley", "fanout")  # the params sections logged with the stage's MLflow run
 SHAPLEY_FILE = "shapley.json"
 
@@ -37,14 +35,16 @@ def run(params: Params, paths: ShapleyPaths) -> dict:
     """All chunks in this process (each memoised on its own, as on a worker); returns the metrics written."""
     g, cfg = game(params, paths), params.shapley
     start = time.perf_counter()
-    with tqdm(total=cfg.max_permutations, desc="shapley units", disable=None) as bar:
+    with tqdm(total=run_units(cfg.max_permutations, cfg.estimator, cfg.antithetic)[0], desc="shapley units",
+              disable=None) as bar:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
             if done == total or done % max(1, total // 10) == 0:  # the bar is silent under dvc repro
                 log.info("shapley: %d/%d units, %.0f s", done, total, time.perf_counter() - start)
 
         result = shapley_values(g.value_fn, len(g.players), seed=params.seed, max_permutations=cfg.max_permutations,
-                                tolerance=cfg.tolerance, chunks=params.fanout.chunks, progress=progress, **cfg.method)
+                                tolerance=cfg.tolerance, chunks=params.fanout.chunks, progress=progress,
+                                groups=g.groups, **cfg.method)
     return write_outputs(params, g, result, paths, time.perf_counter() - start)
 
 
@@ -59,11 +59,16 @@ def write_outputs(params: Params, g: Game, result: ShapleyResult, paths: Shapley
     cfg = params.shapley
     alpha = read_json(paths.supernet / "alpha.json")
     players = [{"layer": p.layer, "kind": p.kind, "bits": p.bits, "value": float(result.values[i]),
-                "stderr": _finite(result.stderr[i]), "samples": int(result.n_samples[i]),
-                "alpha_probability": _alpha_probability(alpha, p)} for i, p in enumerate(g.players)]
-    totals = {"evaluations": result.n_evaluations, "permutations": result.n_permutations,
-              "chunks": len(chunk_plan(params)), "v_full": result.v_full, "v_empty": result.v_empty,
-              "value": cfg.value, "batch_size": cfg.batch_size, "max_stderr": _finite(max(result.stderr))}
+                "stderr": _finite(result.stderr[i]), "batch_stderr": _finite(result.batch_stderr[i]),
+                "samples": int(result.n_samples[i]), "alpha_probability": _alpha_probability(alpha, p)}
+               for i, p in enumerate(g.players)]
+    half_rho = rank_agreement(result.halves[0], result.halves[1], g.groups)
+    totals = {"estimator": cfg.estimator, "value": cfg.value, "empty_group": cfg.empty_group,
+              "reference_bits": cfg.reference_bits, "evaluations": result.n_evaluations,
+              "permutations": result.n_permutations, "chunks": len(chunk_plan(params)), "v_full": result.v_full,
+              "v_empty": result.v_empty, "batch_size": cfg.batch_size, "batches": cfg.batches,
+              "max_stderr": _largest(np.r_[result.stderr, result.batch_stderr]),
+              "split_half_rho": _finite(half_rho), "reliability": _finite(spearman_brown(half_rho))}
     write_json(paths.out / SHAPLEY_FILE, {"players": players, "totals": totals,
                                           "trace": {"evaluations": [int(e) for e in result.trace_evaluations],
                                                     "estimates": [[float(v) for v in row] for row in result.trace]}})
@@ -71,27 +76,16 @@ def write_outputs(params: Params, g: Game, result: ShapleyResult, paths: Shapley
     write_json(paths.results / "metrics.json", metrics)
     shapley_convergence(result.trace_evaluations, result.trace, paths.results / "convergence.png")
     shapley_heatmap(players, paths.results / "heatmap.png")
+    log.info("shapley: %s on %s, %d evaluations; split-half ρ %.3f (reliability %.3f)", cfg.estimator, cfg.value,
+             result.n_evaluations, half_rho, spearman_brown(half_rho))
     return metrics
 
 
 def record(tracker: Tracker, metrics: dict, paths: ShapleyPaths) -> None:
     """Numeric metrics plus the results folder and ``shapley.json`` as artifacts of the stage's run."""
-    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     tracker.log_artifact(paths.results)
     tracker.log_artifact(paths.out / SHAPLEY_FILE)
-
-
-def stage_inputs(cmd: str, root: Path) -> tuple[Path, ShapleyPaths]:
-    """``(params file, paths)`` of the stage command ``cmd`` from ``dvc.yaml``, resolved against ``root``."""
-    words = shlex.split(cmd)
-    module = f"stages.{STAGE}"
-    if module not in words:
-        raise ConfigError(f"dvc.yaml: the {STAGE} stage's cmd does not run 'python -m {module}': {cmd!r}")
-    try:
-        args = parse_args(STAGE, ShapleyPaths.names(), words[words.index(module) + 1:])
-    except SystemExit:  # argparse has printed what is wrong with the command
-        raise ConfigError(f"dvc.yaml: the {STAGE} stage's cmd has bad options: {cmd!r}") from None
-    return root / args.params, ShapleyPaths(*(root / getattr(args, name) for name in ShapleyPaths.names()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,6 +98,11 @@ def main(argv: list[str] | None = None) -> None:
 def _alpha_probability(alpha: dict, player) -> float:
     group = alpha[player.layer][player.kind]
     return float(group["probabilities"][group["bits"].index(player.bits)])
+
+
+def _largest(errors: np.ndarray) -> float | None:
+    finite = errors[np.isfinite(errors)]
+    return float(finite.max()) if finite.size else None
 
 
 def _finite(x) -> float | None:

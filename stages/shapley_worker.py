@@ -8,6 +8,7 @@ per worker thread and kept for its later chunks. Workers get the validated ``Par
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -17,13 +18,18 @@ from pathlib import Path
 import torch
 
 from smpq.config import Params
-from smpq.shapley.estimate import sample_units
+from smpq.errors import ConfigError
+from smpq.shapley.estimate import run_units, sample_units
 from smpq.shapley.game import supernet_game
 from smpq.shapley.sampling import Samples, chunk_indices
-from stages.inputs import load_prepared
+from smpq.supernet import player_groups
+from stages.inputs import MODEL_FILE, build_model, load_prepared
+from stages.session import parse_args
 from stages.supernet_inputs import load_supernet
 
 log = logging.getLogger("smpq.stage.shapley")
+
+STAGE = "shapley"
 
 
 @dataclass(frozen=True)
@@ -44,31 +50,60 @@ class ShapleyPaths:
 
 @dataclass(frozen=True)
 class Game:
-    """The loaded value function and the players in supernet order."""
+    """The loaded value function, the players in supernet order and their (layer, kind) groups."""
 
     value_fn: object
     players: list
+    groups: list
+
+
+def stage_inputs(cmd: str, root: Path) -> tuple[Path, ShapleyPaths]:
+    """``(params file, paths)`` of the stage command ``cmd`` from ``dvc.yaml``, resolved against ``root``."""
+    words = shlex.split(cmd)
+    module = f"stages.{STAGE}"
+    if module not in words:
+        raise ConfigError(f"dvc.yaml: the {STAGE} stage's cmd does not run 'python -m {module}': {cmd!r}")
+    try:
+        args = parse_args(STAGE, ShapleyPaths.names(), words[words.index(module) + 1:])
+    except SystemExit:  # argparse has printed what is wrong with the command
+        raise ConfigError(f"dvc.yaml: the {STAGE} stage's cmd has bad options: {cmd!r}") from None
+    return root / args.params, ShapleyPaths(*(root / getattr(args, name) for name in ShapleyPaths.names()))
 
 
 def chunk_plan(params: Params) -> list[range]:
     """The unit index ranges of this run, one per chunk (``fanout.chunks`` at most)."""
-    return chunk_indices(params.shapley.max_permutations, params.fanout.chunks, antithetic=params.shapley.antithetic)
+    cfg = params.shapley
+    units, antithetic = run_units(cfg.max_permutations, cfg.estimator, cfg.antithetic)
+    return chunk_indices(units, params.fanout.chunks, antithetic=antithetic)
 
 
 def value_batch(prepared, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-    """One fixed, seeded batch of ``search_val`` (never ``test``)."""
-    loader = prepared.loader("search_val", batch_size=params.shapley.batch_size, seed=params.seed, shuffle=True)
+    """``shapley.batches`` fixed batches of ``search_val`` drawn with the run's seed (never ``test``)."""
+    cfg = params.shapley
+    loader = prepared.loader("search_val", batch_size=cfg.batch_size * cfg.batches, seed=params.seed, shuffle=True)
     loader.set_epoch(0)
     return next(iter(loader))
 
 
+@torch.no_grad()
+def full_precision_logits(params: Params, prepared, paths: ShapleyPaths, images: torch.Tensor) -> torch.Tensor:
+    """Logits of the pretrained float model, the reference of the ``neg_kl`` value (computed once)."""
+    model = build_model(params, prepared, paths.pretrain / MODEL_FILE).eval()
+    return torch.cat([model(chunk) for chunk in images.split(params.shapley.batch_size)])
+
+
 def build_game(params: Params, paths: ShapleyPaths) -> Game:
-    """Load the trained supernet, freeze it, and wrap it as the coalition game on the value batch."""
+    """Load the trained supernet, freeze it, and wrap it as the coalition game on the value batches."""
+    cfg = params.shapley
     prepared = load_prepared(paths.prepared)
     supernet, _ = load_supernet(params, prepared, paths.pretrain, paths.calibrate, paths.supernet / "supernet.pt")
     supernet.eval().freeze()
-    value_fn = supernet_game(supernet, *value_batch(prepared, params), value=params.shapley.value)
-    return Game(value_fn, supernet.players())
+    supernet.set_empty_group(cfg.empty_group, cfg.reference_bits)
+    images, labels = value_batch(prepared, params)
+    fp_logits = full_precision_logits(params, prepared, paths, images) if cfg.value == "neg_kl" else None
+    value_fn = supernet_game(supernet, images, labels, cfg.value, fp_logits=fp_logits, batch_size=cfg.batch_size)
+    players = supernet.players()
+    return Game(value_fn, players, player_groups(players))
 
 
 _GAMES: dict[int, tuple[tuple, Game]] = {}  # thread id -> (inputs key, game): the last game of each thread
@@ -101,7 +136,8 @@ def run_chunk(params: Params, paths: ShapleyPaths, indices: Sequence[int]) -> Sa
     """The rows of units ``indices`` (one chunk of the plan), memoised within the chunk."""
     g = game(params, paths)
     start = time.perf_counter()
-    samples = sample_units(g.value_fn, len(g.players), indices, seed=params.seed, **params.shapley.method)
+    samples = sample_units(g.value_fn, len(g.players), indices, seed=params.seed, groups=g.groups,
+                           **params.shapley.method)
     log.info("Shapley chunk [%d, %d]: %d units, %d evaluations, %.1f s", indices[0], indices[-1], len(indices),
              samples.base_evaluations + int(samples.evaluations.sum()), time.perf_counter() - start)
     return samples

@@ -26,7 +26,7 @@ def run(params, *, prepared_dir: Path, pretrain_dir: Path, calibrate_dir: Path, 
     train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True,
                                    samples_per_epoch=cfg.samples_per_epoch)
     val_loader = prepared.loader("search_val", batch_size=cfg.batch_size, seed=params.seed + 1, shuffle=True)
-    history = search(supernet, train_loader, val_loader, cfg, target,
+    history = search(supernet, train_loader, val_loader, cfg, target, seed=params.seed,
                      on_epoch=on_epoch and (lambda epoch, m: on_epoch(epoch, m, supernet.alpha_table())))
     save_state_dict(out / "supernet.pt", supernet.state_dict())
     write_json(out / "alpha.json", supernet.alpha_table())
@@ -54,10 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = run(s.params, prepared_dir=args.prepared, pretrain_dir=args.pretrain, calibrate_dir=args.calibrate,
                       out=args.out, results=args.results,
                       on_epoch=lambda epoch, m, alpha: log_epoch(s.tracker, epoch, m, alpha))
-        s.tracker.log_metrics(metrics)
-        s.tracker.log_artifact(args.results)
-        s.tracker.log_artifact(args.out / "alpha.json")
-        s.tracker.log_artifact(args.out / "dmpq_argmax.yaml")
+        s.record(metrics, args.results, args.out / "alpha.json", args.out / "dmpq_argmax.yaml")
 
 
 if __name__ == "__main__":

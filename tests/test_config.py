@@ -35,7 +35,8 @@ def test_project_params_load_and_are_frozen():
 
 
 def test_shapley_method_is_the_estimators_keyword_arguments(tmp_path):
-    params = load_params(write(tmp_path, {}), {"shapley.truncation": 0.25, "shapley.antithetic": False})
+    params = load_params(write(tmp_path, {}), {"shapley.truncation": 0.25, "shapley.antithetic": False,
+                                               "shapley.estimator": "permutation", "shapley.value": "top1"})
     assert params.shapley.method == {"estimator": "permutation", "antithetic": False, "direction": "remove",
                                      "truncation": 0.25}
     assert set(params.shapley.method) <= set(inspect.signature(make_sampler).parameters)
@@ -104,7 +105,7 @@ def test_overrides_use_dotted_keys(tmp_path):
     ({"shapley": {"truncation": 1.5}}, "shapley.truncation: 1.5 out of range; allowed: [0.0, 1.0]"),
     ({"shapley": {"direction": "sideways"}}, "shapley.direction: 'sideways' is not allowed; allowed: remove, add"),
     ({"shapley": {"max_permutations": 0}}, "shapley.max_permutations: 0 out of range; allowed: >= 1"),
-    ({"shapley": {"max_permutations": 7, "antithetic": True}}, "shapley.max_permutations: 7 must be even with antithetic: true"),
+    ({"shapley": {"estimator": "owen", "max_permutations": 7, "antithetic": True}}, "shapley.max_permutations: 7 must be even with antithetic: true"),
     ({"shapley": {"direction": "add", "truncation": 0.5}}, "shapley.truncation: only defined for estimator: permutation"),
     ({"shapley": {"value": "neg_loss", "truncation": 0.5}}, "shapley.truncation: only defined for estimator: permutation"),
     ({"tracking": []}, "tracking: expected a mapping of keys, got list"),

@@ -11,8 +11,17 @@ import torchvision
 from torch import nn
 
 from smpq.config import BitsPair, BudgetConfig
-from smpq.cost import (COST_TABLE_FILE, Budget, CostTable, LayerCost, bitops, budget_bitops, cost_table, fixed_bitops,
-                       size_bytes)
+from smpq.cost import (
+    COST_TABLE_FILE,
+    Budget,
+    CostTable,
+    LayerCost,
+    bitops,
+    budget_bitops,
+    cost_table,
+    fixed_bitops,
+    size_bytes,
+)
 from smpq.errors import ArtifactError
 from smpq.policy import LayerBits, Policy, fixed_bits
 

@@ -12,7 +12,6 @@ from smpq.errors import ArtifactError, InfeasibleBudget
 from smpq.policy import LayerBits, Policy
 from smpq.select import policy_report, select_policy, uniform_policy
 
-
 W_BITS, A_BITS = (2, 4, 8), (2, 4)
 FIXED = {"stem": LayerBits(8, 8), "fc": LayerBits(8, 8)}
 

@@ -36,7 +36,7 @@ class Calibration:
     signed: Mapping[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for layer, kind, bits in self.steps:
+        for layer, kind, _ in self.steps:
             if kind not in KINDS:
                 raise ValueError(f"step kind must be one of {KINDS}, got {kind!r} for layer {layer!r}")
             if "|" in layer:
@@ -74,7 +74,7 @@ class Calibration:
         return state
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "Calibration":
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> Calibration:
         """Inverse of ``to_state_dict``; an unknown key is an ``ArtifactError`` naming it."""
         steps: dict[tuple[str, str, int], torch.Tensor] = {}
         signed: dict[str, bool] = {}
@@ -97,7 +97,7 @@ class Calibration:
         return save_state_dict(path, self.to_state_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Calibration":
+    def load(cls, path: str | Path) -> Calibration:
         return cls.from_state_dict(load_state_dict(path))
 
     def summary(self) -> dict[str, dict]:

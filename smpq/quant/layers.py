@@ -54,7 +54,7 @@ class QuantConv2d(_QuantizedLayer, nn.Conv2d):
         return self._conv_forward(self.a_quant(x), self.w_quant(self.weight), self.bias)
 
     @classmethod
-    def from_float(cls, module: nn.Conv2d, w_bits: int, a_bits: int, a_signed: bool = True) -> "QuantConv2d":
+    def from_float(cls, module: nn.Conv2d, w_bits: int, a_bits: int, a_signed: bool = True) -> QuantConv2d:
         """Same geometry, a copy of the weight and bias; step sizes still to be set (1.0)."""
         quant = cls(
             module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
@@ -81,7 +81,7 @@ class QuantLinear(_QuantizedLayer, nn.Linear):
         return F.linear(self.a_quant(x), self.w_quant(self.weight), self.bias)
 
     @classmethod
-    def from_float(cls, module: nn.Linear, w_bits: int, a_bits: int, a_signed: bool = True) -> "QuantLinear":
+    def from_float(cls, module: nn.Linear, w_bits: int, a_bits: int, a_signed: bool = True) -> QuantLinear:
         """Same shape, a copy of the weight and bias; step sizes still to be set (1.0)."""
         quant = cls(
             module.in_features, module.out_features, bias=module.bias is not None,

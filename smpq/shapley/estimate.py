@@ -16,10 +16,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from smpq.shapley.exact import ExactSampler
-from smpq.shapley.owen import GroupSampler, Groups
-from smpq.shapley.permutation import PermutationSampler
 from smpq.config import DETERMINISTIC, ESTIMATORS
+from smpq.shapley.exact import ExactSampler
+from smpq.shapley.owen import Groups, GroupSampler
+from smpq.shapley.permutation import PermutationSampler
 from smpq.shapley.sampling import Samples, ValueFn, chunk_indices, merge
 
 logger = logging.getLogger(__name__)
@@ -33,14 +33,17 @@ class ShapleyResult:
 
     ``stderr`` is the standard error of ``values`` over independent sampling units (one ordering, or one
     antithetic pair); NaN when fewer than two units exist. ``batch_stderr`` is the standard error over the
-    samples of the game's batch (the values are means over it), NaN when the game gives one value only. ``trace[k]`` is the running estimate after
-    unit ``k`` and ``trace_evaluations[k]`` the distinct value-function calls spent by then (including v(N)
-    and v(∅)).
+    samples of the game's batch (the values are means over it), NaN when the game gives one value only.
+    ``halves`` are two independent half-size estimates (first/second half of the units, even/odd samples),
+    NaN where neither can be split: their agreement measures the estimate's reliability at no extra cost.
+    ``trace[k]`` is the running estimate after unit ``k`` and ``trace_evaluations[k]`` the distinct
+    value-function calls spent by then (including v(N) and v(∅)).
     """
 
     values: np.ndarray
     stderr: np.ndarray
     batch_stderr: np.ndarray
+    halves: np.ndarray  # [2, player]: estimates from disjoint halves of the units and of the batch (split-half)
     n_samples: np.ndarray
     n_evaluations: int
     n_permutations: int
@@ -53,6 +56,7 @@ class ShapleyResult:
         """JSON-ready plain lists and numbers (NaN standard errors become None)."""
         plain = {f.name: getattr(self, f.name) for f in fields(self)}
         plain = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in plain.items()}
+        plain["halves"] = [[None if math.isnan(s) else s for s in half] for half in plain["halves"]]
         return plain | {key: [None if math.isnan(s) else s for s in plain[key]] for key in ("stderr", "batch_stderr")}
 
 
@@ -117,6 +121,7 @@ def estimate(samples: Samples, *, antithetic: bool) -> ShapleyResult:
         batch = _stderr(samples.per_sample.mean(axis=0).T)  # per-sample values averaged over the units
     return ShapleyResult(
         values=_frozen(samples.rows.mean(axis=0)), stderr=_frozen(_stderr(unit_means)), batch_stderr=_frozen(batch),
+        halves=_frozen(_halves(samples, units)),
         n_samples=_frozen(np.full(n_players, count, dtype=np.int64)),
         n_evaluations=int(samples.base_evaluations + samples.evaluations.sum()), n_permutations=count,
         trace=_frozen(trace), trace_evaluations=_frozen(samples.base_evaluations + np.cumsum(samples.evaluations)),
@@ -178,6 +183,19 @@ def shapley_values(value_fn: ValueFn, n_players: int, *, seed: int, max_permutat
         break
     samples = _samples(np.arange(len(rows)), rows, evaluations, sampler, 2 * chunks_used)
     return _logged(estimate(samples, antithetic=antithetic))
+
+
+def _halves(samples: Samples, units: np.ndarray) -> np.ndarray:
+    """Estimates from disjoint halves: units (pairs) split in two in order, samples split even/odd."""
+    unique = np.unique(units)
+    first = np.isin(units, unique[:len(unique) // 2]) if len(unique) > 1 else np.ones(len(units), dtype=bool)
+    second = ~first if len(unique) > 1 else first
+    if samples.per_sample is not None and samples.per_sample.shape[2] > 1:
+        return np.stack([samples.per_sample[first][:, :, 0::2].mean(axis=(0, 2)),
+                         samples.per_sample[second][:, :, 1::2].mean(axis=(0, 2))])
+    if len(unique) > 1:
+        return np.stack([samples.rows[first].mean(axis=0), samples.rows[second].mean(axis=0)])
+    return np.full((2, samples.rows.shape[1]), np.nan)
 
 
 def _logged(result: ShapleyResult) -> ShapleyResult:

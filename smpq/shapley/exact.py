@@ -9,7 +9,7 @@ import numpy as np
 
 from smpq.errors import ShapleyError
 from smpq.shapley.owen import group_masks, shapley_matrix
-from smpq.shapley.sampling import MemoGame, ValueFn, game_value
+from smpq.shapley.sampling import MemoSampler, ValueFn, game_value
 
 MAX_EXACT_PLAYERS = 20
 
@@ -37,7 +37,7 @@ def exact_shapley(value_fn: ValueFn, n_players: int) -> np.ndarray:
 MAX_EXACT_SAMPLER_PLAYERS = 16
 
 
-class ExactSampler:
+class ExactSampler(MemoSampler):
     """The ``exact`` estimator as a one-unit sampler: Shapley values by enumeration, per sample of the batch."""
 
     def __init__(self, value_fn: ValueFn, n_players: int):
@@ -45,14 +45,7 @@ class ExactSampler:
             raise ShapleyError(f"shapley.estimator exact enumerates 2^n coalitions and allows at most "
                                f"{MAX_EXACT_SAMPLER_PLAYERS} players, this supernet has {n_players}; "
                                "use estimator: owen")
-        self.game = MemoGame(value_fn)
-        self.n_players = n_players
-        self.v_full = self.game.mean(np.ones(n_players, dtype=bool))
-        self.v_empty = self.game.mean(np.zeros(n_players, dtype=bool))
-
-    @property
-    def n_evaluations(self) -> int:
-        return self.game.n_evaluations
+        super().__init__(value_fn, n_players)
 
     def unit(self, index: int) -> np.ndarray:
         """[player, sample] exact values (the same for every unit index)."""

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
-from smpq.shapley.sampling import MemoGame, ValueFn, ordering
+from smpq.shapley.sampling import MemoSampler, ValueFn, ordering
 
 Groups = Sequence[Sequence[int]]
 
 
-@lru_cache(maxsize=None)
+@cache
 def shapley_matrix(k: int) -> np.ndarray:
     """``M`` (k × 2^k) with φ = M @ v for the exact Shapley values of a k-player game, v indexed by the
     coalition's bit code (Shapley 1953: weight |T|!(k−|T|−1)!/k! on each marginal v(T ∪ {i}) − v(T))."""
@@ -52,7 +52,7 @@ def group_masks(base: np.ndarray, members: np.ndarray) -> list[np.ndarray]:
     return masks
 
 
-class GroupSampler:
+class GroupSampler(MemoSampler):
     """Unit ``k``: the exact within-group Shapley values of every group in one context per group.
 
     ``estimator="owen"``: the contexts of ordering ``k`` of the groups (seeded, antithetic pairs);
@@ -61,16 +61,9 @@ class GroupSampler:
 
     def __init__(self, value_fn: ValueFn, n_players: int, groups: Groups, *, seed: int, antithetic: bool,
                  estimator: str):
-        self.game = MemoGame(value_fn)
+        super().__init__(value_fn, n_players)
         self.groups = [np.asarray(g, dtype=np.int64) for g in groups]
-        self.n_players = n_players
         self._seed, self._antithetic, self._estimator = seed, antithetic, estimator
-        self.v_full = self.game.mean(np.ones(n_players, dtype=bool))
-        self.v_empty = self.game.mean(np.zeros(n_players, dtype=bool))
-
-    @property
-    def n_evaluations(self) -> int:
-        return self.game.n_evaluations
 
     def unit(self, index: int) -> np.ndarray:
         """Per-player values of unit ``index``, one row per sample of the game's batch: [player, sample]."""

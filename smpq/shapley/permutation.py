@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from smpq.shapley.sampling import MemoGame, Samples, ValueFn, ordering
+from smpq.shapley.sampling import MemoSampler, ValueFn, ordering
 
 
-class _Walker:
+class _Walker(MemoSampler):
     """Walks permutations through one memoised game and returns each player's marginal contribution."""
 
     def __init__(self, value_fn: ValueFn, n_players: int, direction: str, truncation: float | None):
-        self.game = MemoGame(value_fn)
-        self.n_players = n_players
+        super().__init__(value_fn, n_players)
         self.direction = direction
-        self.v_full = self.game.mean(np.ones(n_players, dtype=bool))
-        self.v_empty = self.game.mean(np.zeros(n_players, dtype=bool))
         if truncation is not None and self.v_full <= 0:
             raise ValueError(f"truncation needs a positive v(N) (e.g. an accuracy), got v(N) = {self.v_full:.6g}; "
                              "set truncation to None")
@@ -56,7 +53,7 @@ class PermutationSampler:
 
     @property
     def n_evaluations(self) -> int:
-        return self._walker.game.n_evaluations
+        return self._walker.n_evaluations
 
     def unit(self, index: int) -> np.ndarray:
         """Every player's marginal contribution in permutation ``index``."""

@@ -3,11 +3,14 @@ before that group's layer runs, so those are computed once and replayed.
 
 One forward *records* the output of every compute unit (each conv/linear layer, quantized or not, and every
 other leaf module) in execution order; a later forward *replays* the outputs of the units called before a
-given module instead of running them (copies, so in-place code after a unit cannot corrupt the record), and
-computes from there on. The functional glue between modules (additions of residual blocks, flattening) runs
-as usual. Valid for any model whose call sequence does not depend on the coalition, which holds for the
-supernet: a coalition changes values, never control flow. Replayed results are bit-identical to a full
-forward, because every computed unit sees exactly the inputs it would have seen.
+given module instead of running them, and computes from there on. Replayed tensors are the recorded ones, not
+copies (a copy of every activation cost a third of the saving): if the model changes a unit's output in place
+(``ReLU(inplace=True)``, ``out += x``), the recording forward shows it by the tensor's version counter, and
+the replay then switches to copies for good, so the record can never be corrupted. The functional glue between
+modules (additions of residual blocks, flattening) runs as usual. Valid for any model whose call sequence does
+not depend on the coalition, which holds for the supernet: a coalition changes values, never control flow.
+Replayed results are bit-identical to a full forward, because every computed unit sees exactly the inputs it
+would have seen.
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ class PrefixReplay:
     def __init__(self, model: nn.Module):
         self.model = model
         self._units = [u for u in compute_units(model) if u is not model]
-        self._outputs: list[object] = []
+        self._outputs: list[tuple[object, tuple]] = []  # (unit output, its version counters when recorded)
         self._first_call: dict[int, int] = {}
         self._stop = 0
         self._calls = 0
         self._recording = False
+        self._copies = False  # set for good once the model is seen changing a recorded output in place
 
     @torch.no_grad()
     def record(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,9 +55,13 @@ class PrefixReplay:
         self._recording, self._stop = True, 0
         try:
             with self._patched():
-                return self.model(x)
+                out = self.model(x)
         finally:
             self._recording = False
+        if not self._copies and any(_version(v) != version for v, version in self._outputs):
+            self._copies = True  # in-place code touched a recorded output: record again, keeping copies
+            return self.record(x)
+        return out
 
     @torch.no_grad()
     def replay(self, x: torch.Tensor, starts: Sequence[nn.Module]) -> torch.Tensor:
@@ -82,13 +90,24 @@ class PrefixReplay:
             index = self._calls
             self._calls += 1
             if index < self._stop:
-                return _copy(self._outputs[index])
+                value = self._outputs[index][0]
+                return _copy(value) if self._copies else value
             out = forward(*args, **kwargs)
             if self._recording:
-                self._outputs.append(_copy(out))  # later in-place code must not change the record
+                kept = _copy(out) if self._copies else out
+                self._outputs.append((kept, _version(kept)))
                 self._first_call.setdefault(id(unit), index)
             return out
         return call
+
+
+def _version(value: object) -> tuple:
+    """The in-place version counters of a unit output (tensors, or tuples of them)."""
+    if isinstance(value, torch.Tensor):
+        return (value._version,)
+    if isinstance(value, tuple):
+        return tuple(v for item in value for v in _version(item))
+    return ()
 
 
 def _copy(value: object) -> object:

@@ -109,6 +109,20 @@ class MemoGame:
         return [self._cache[mask.tobytes()] for mask in masks]
 
 
+class MemoSampler:
+    """What every sampler starts from: one memoised game (a fresh one per chunk), v(N) and v(∅) up front."""
+
+    def __init__(self, value_fn: ValueFn, n_players: int):
+        self.game = MemoGame(value_fn)
+        self.n_players = n_players
+        self.v_full = self.game.mean(np.ones(n_players, dtype=bool))
+        self.v_empty = self.game.mean(np.zeros(n_players, dtype=bool))
+
+    @property
+    def n_evaluations(self) -> int:
+        return self.game.n_evaluations
+
+
 def game_value(value_fn: ValueFn, mask: np.ndarray) -> float:
     """``value_fn(mask)`` as a float (the mean of per-sample values); NaN or infinity is an error."""
     return float(_checked(value_fn(mask), mask).mean())

@@ -9,7 +9,7 @@
 
 from smpq.supernet.alpha import COMPLEXITY_FORMS, complexity_loss
 from smpq.supernet.layers import MixedLayer, MixedQuantConv2d, MixedQuantLinear
-from smpq.supernet.players import Player
+from smpq.supernet.players import Player, player_groups
 from smpq.supernet.search import search
 from smpq.supernet.supernet import Supernet
 
@@ -19,6 +19,7 @@ __all__ = [
     "MixedQuantConv2d",
     "MixedQuantLinear",
     "Player",
+    "player_groups",
     "Supernet",
     "complexity_loss",
     "search",

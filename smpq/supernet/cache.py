@@ -22,8 +22,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from smpq.supernet.mixing import (CHUNK_ELEMENTS, FULL_PRECISION, ActivationTerm, activation_terms, mix,
-                                  survivor_probabilities)
+from smpq.supernet.mixing import (
+    CHUNK_ELEMENTS,
+    FULL_PRECISION,
+    ActivationTerm,
+    activation_terms,
+    mix,
+    survivor_probabilities,
+)
 
 
 def signature(tensors: Iterable[torch.Tensor]) -> tuple[tuple[int, int], ...]:

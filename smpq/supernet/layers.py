@@ -25,8 +25,15 @@ from torch import nn
 
 from smpq.quant import Calibration, LSQQuantizer
 from smpq.supernet.cache import FrozenCache
-from smpq.supernet.mixing import (FULL_PRECISION, Active, activation_terms, mix, mix_activation,
-                                  mix_activation_inplace, survivor_probabilities)
+from smpq.supernet.mixing import (
+    FULL_PRECISION,
+    Active,
+    activation_terms,
+    mix,
+    mix_activation,
+    mix_activation_inplace,
+    survivor_probabilities,
+)
 
 
 def candidate_bits(bits: Iterable[int], kind: str) -> tuple[int, ...]:
@@ -162,7 +169,7 @@ class MixedQuantConv2d(_MixedQuantLayer, nn.Conv2d):
 
     @classmethod
     def from_float(cls, module: nn.Conv2d, w_bits: Iterable[int], a_bits: Iterable[int], calibration: Calibration,
-                   name: str) -> "MixedQuantConv2d":
+                   name: str) -> MixedQuantConv2d:
         """Same geometry, a copy of weight and bias, every step and the signedness from ``calibration``."""
         mixed = cls(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
                     padding=module.padding, dilation=module.dilation, groups=module.groups,
@@ -185,7 +192,7 @@ class MixedQuantLinear(_MixedQuantLayer, nn.Linear):
 
     @classmethod
     def from_float(cls, module: nn.Linear, w_bits: Iterable[int], a_bits: Iterable[int], calibration: Calibration,
-                   name: str) -> "MixedQuantLinear":
+                   name: str) -> MixedQuantLinear:
         """Same shape, a copy of weight and bias, every step and the signedness from ``calibration``."""
         mixed = cls(module.in_features, module.out_features, bias=module.bias is not None,
                     device=module.weight.device, dtype=module.weight.dtype, w_bits=w_bits, a_bits=a_bits,

@@ -44,6 +44,14 @@ def make_players(groups: Iterable[tuple[str, Sequence[int], Sequence[int]]]) -> 
     )
 
 
+def player_groups(players: Sequence[Player]) -> list[list[int]]:
+    """Indices of each (layer, kind) group, in player order: the unions of the Owen value (SPEC §3.3)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, player in enumerate(players):
+        groups.setdefault((player.layer, player.kind), []).append(index)
+    return list(groups.values())
+
+
 def as_mask(mask: object, n_players: int) -> np.ndarray:
     """A validated boolean copy of ``mask`` (numpy array, torch tensor or sequence of bools) of length N."""
     if isinstance(mask, torch.Tensor):

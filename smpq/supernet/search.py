@@ -20,28 +20,32 @@ import logging
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
 from smpq.config import SupernetConfig
 from smpq.cost import bitops
-from smpq.supernet.supernet import Supernet
 from smpq.errors import DataError, TrainingDiverged
+from smpq.supernet.single_path import SinglePathSteps
+from smpq.supernet.supernet import Supernet
 from smpq.train import EpochCallback, fit, iterate_forever
 
 log = logging.getLogger(__name__)
 
 ALPHA_BETAS = (0.5, 0.999)  # Adam betas for α, as in DARTS and EdMIPS
+SINGLE_PATH_STREAM = 7  # the single-path draws' own random stream of the run's seed
 
 
 def search(supernet: Supernet, train_loader, val_loader, cfg: SupernetConfig, target_bitops: float, *,
-           on_epoch: EpochCallback | None = None, progress: bool = True) -> list[dict[str, float]]:
+           seed: int = 0, on_epoch: EpochCallback | None = None, progress: bool = True) -> list[dict[str, float]]:
     """Train weights on ``train_loader`` and α on ``val_loader`` (search_val) for ``cfg.epochs`` epochs.
 
     Weights: SGD (lr, momentum, weight decay) with a cosine schedule over all steps; α: Adam
     (``alpha_lr``, betas (0.5, 0.999), ``alpha_weight_decay``), one step per weight step, on the task loss
     plus ``supernet.complexity_loss(target_bitops, complexity_weight, complexity_form)``. ``val_loader``
-    also gives the per-epoch validation metrics. Runs with no coalition mask (restored afterwards).
+    also gives the per-epoch validation metrics. Runs with no coalition mask (restored afterwards), except on
+    the ``cfg.single_path`` fraction of weight steps (drawn with ``seed``): one candidate per group.
     Returns ``fit``'s per-epoch metrics extended with ``alpha_task_loss``, ``complexity_loss``,
     ``alpha_steps``, ``expected_gbitops``, ``argmax_gbitops``, ``target_gbitops`` and ``alpha_entropy``.
     """
@@ -54,12 +58,16 @@ def search(supernet: Supernet, train_loader, val_loader, cfg: SupernetConfig, ta
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))
     alpha_step = AlphaStep(supernet, iterate_forever(val_loader), cfg, target_bitops,
                            warmup_steps=cfg.warmup_epochs * steps_per_epoch)
+    before, after = alpha_step, None
+    if cfg.single_path > 0:
+        paths = SinglePathSteps(supernet, cfg.single_path, np.random.default_rng([seed, SINGLE_PATH_STREAM]))
+        before, after = (lambda step: (alpha_step(step), paths.before(step))), paths.after
     _set_requires_grad(alphas, False)
     try:
         with supernet.coalition(None):
             return fit(supernet, train_loader, optimizer, epochs=cfg.epochs, scheduler=scheduler,
                        eval_loader=val_loader, on_epoch=alpha_step.epoch_callback(on_epoch),
-                       before_step=alpha_step, desc="supernet", progress=progress)
+                       before_step=before, after_step=after, desc="supernet", progress=progress)
     finally:
         _set_requires_grad(alphas, True)
         _set_requires_grad(weights, True)

@@ -140,7 +140,7 @@ class Supernet(nn.Module):
         return FULL_PRECISION if self._reference_bits is None else [bits.index(self._reference_bits)]
 
     @contextmanager
-    def coalition(self, mask: np.ndarray | torch.Tensor | None) -> Iterator["Supernet"]:
+    def coalition(self, mask: np.ndarray | torch.Tensor | None) -> Iterator[Supernet]:
         """``with supernet.coalition(mask): ...`` — the previous mask is restored on exit."""
         previous = self._mask
         self.set_coalition(mask)
@@ -155,7 +155,7 @@ class Supernet(nn.Module):
         """Whether every mixed layer runs the cached inference path."""
         return all(layer.frozen for layer in self._layers.values())
 
-    def freeze(self) -> "Supernet":
+    def freeze(self) -> Supernet:
         """Eval mode plus cached quantized weights: forward is inference only (no autograd) and costs
         about one plain forward per coalition. ``train()`` or ``unfreeze()`` leaves it."""
         self.eval()
@@ -163,7 +163,7 @@ class Supernet(nn.Module):
             layer.freeze()
         return self
 
-    def unfreeze(self) -> "Supernet":
+    def unfreeze(self) -> Supernet:
         """Drop the caches and return to the differentiable path (the train/eval mode is kept)."""
         for layer in self._layers.values():
             layer.unfreeze()

@@ -5,11 +5,9 @@ structure and the sanity of the outputs (ranges, budgets met, consistent counts)
 """
 
 import json
-import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from bench import methods, stage_costs
@@ -89,42 +87,24 @@ def test_methods_reuse_reruns_only_shapley_onward_with_the_overrides(tiny_method
         methods.main(["--tiny", "--seeds", "5", "--budgets", "3", "--out", str(tmp_path / "x"), "--reuse", str(out)])
 
 
-def test_estimator_curves_on_an_additive_game_are_exact_at_once():
-    """Every permutation of an additive game gives the exact values: ρ = 1 and zero error from the start."""
-    from bench import estimator
-
-    weights = np.array([0.3, -0.1, 0.05, 0.2, 0.0, 0.15])
-    game = estimator.SharedGame(lambda mask: float(weights[mask].sum()))
-    result = estimator.run_until(game, 6, estimator.CONFIGS["antithetic"], seed=1, evaluations=40)
-    c = estimator.curve(result, weights, antithetic=True)
-    assert result.n_evaluations >= 40 and game.forwards == len(game.cache) <= 2 ** 6
-    assert all(r == pytest.approx(1.0) for r in c["rho"]) and max(c["max_error"]) < 1e-12
-    assert estimator.evaluations_to_target(c) == c["evaluations"][0]
-    assert estimator.evaluations_to_target({"evaluations": [1, 2], "rho": [0.99, 0.5]}) == math.inf
-
-
-def test_estimator_study_on_the_tiny_supernet(tiny_methods, tmp_path):
-    from bench import estimator
+def test_reliability_compares_two_seeds_on_the_tiny_supernet(tiny_methods, tmp_path):
+    from bench import reliability
 
     out, _ = tiny_methods
-    result = estimator.main(["--tiny", "--workspace", str(out / "seed0"), "--seeds", "1", "--batch", "32",
-                             "--max-factor", "1", "--out", str(tmp_path), "--threads", "1"])
-    assert set(result["table"]) == {*estimator.CONFIGS, "default"}
-    assert result["reference"]["evaluations"] >= result["reference_factor"] * result["default_evaluations"]
-    assert result["points"]["default"]["permutations"] == 2 and result["forwards"] > 0
-    for per_seed in result["curves"].values():
-        for c in per_seed.values():
-            assert c["evaluations"] == sorted(c["evaluations"]) and len(c["rho"]) == len(c["evaluations"])
-            assert all(-1 <= r <= 1 for r in c["rho"]) and all(e >= 0 for e in c["max_error"])
-    assert result["budgets"] == [max(1, round(f * result["default_evaluations"])) for f in estimator.GRID if f <= 1]
-    assert (tmp_path / "estimator.json").exists() and "shapley_nas" in (tmp_path / "estimator.md").read_text()
+    rows = reliability.main(["--project", str(out / "seed0"), "--only", "owen_2", "within_group",
+                             "--out", str(tmp_path / "reliability.json")])
+    assert set(rows) == {"owen_2", "within_group"}
+    for row in rows.values():
+        assert -1 <= row["rho"] <= 1 and 0 <= row["agree"] <= row["layers"] and row["evaluations"] > 0
+    assert rows["within_group"]["evaluations"] < rows["owen_2"]["evaluations"]
+    assert (tmp_path / "reliability.json").exists()
 
 
-def test_estimator_refuses_a_missing_pipeline(tmp_path):
-    from bench import estimator
+def test_reliability_refuses_a_project_without_a_supernet(tmp_path):
+    from bench import reliability
 
-    with pytest.raises(SystemExit, match="dvc repro"):
-        estimator.main(["--workspace", str(tmp_path), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="dvc repro supernet"):
+        reliability.main(["--project", str(tmp_path)])
 
 
 @pytest.mark.skipif(not stage_costs.TIME.exists(), reason="/usr/bin/time is not installed")
@@ -164,7 +144,7 @@ def test_coalition_benchmark_runs_on_a_small_batch(capsys):
     from bench import coalition_eval
 
     result = coalition_eval.main(["--repeats", "1", "--evals", "1", "--batch", "16", "--threads", "1"])
-    assert set(result["evaluations_per_second"]) == {"fixed", "masked", "full", "argmax"}
+    assert set(result["evaluations_per_second"]) == {"fixed", "masked", "full", "argmax", "owen", "owen_plain"}
     assert all(rate > 0 for rate in result["evaluations_per_second"].values())
     assert result["argmax_vs_fixed_max_abs_diff"] <= 1e-5  # the argmax coalition is the fixed-policy model
     assert "masked/fixed" in capsys.readouterr().out
@@ -178,3 +158,12 @@ def test_worker_benchmark_gives_identical_estimates_on_one_and_two_dask_workers(
     assert result["evaluations"] > 0 and result["speedup"] > 0
     assert set(result["worker_rss_mib"]) == {1, 2} and len(result["worker_rss_mib"][2]) == 2
     assert "all three estimates identical: yes" in capsys.readouterr().out
+
+
+def test_budget_specs_fine_tune_seeds_and_their_spread():
+    assert methods.parse_budget("2.5") == (2.5, None) and methods.parse_budget("4+0.025") == (4.0, 0.025)
+    assert methods.run_tag("4+0.025", 1) == "avg4+0.025MB ft1" and methods.run_tag("3", None) == "avg3"
+    runs = {methods.run_tag("3", k): {"methods": {m: {"top1": 0.9 + 0.01 * k} for m in methods.METHODS}}
+            for k in (0, 1)}
+    assert methods.finetune_spread([{"budgets": runs}], ["3"], [0, 1]) == pytest.approx(0.01 / 2 ** 0.5)
+    assert methods.finetune_spread([{"budgets": runs}], ["3"], [None]) is None

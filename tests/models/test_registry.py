@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from smpq.errors import ArtifactError
 from smpq.cost import cost_table
+from smpq.errors import ArtifactError
 from smpq.models import CompactResNet, create_model, list_models, register_model
 
 INPUT_SIZE = {"compact_resnet": 28, "resnet20": 32, "resnet18": 64, "mobilenet_v2": 64}

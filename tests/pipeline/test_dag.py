@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.dag import metrics_files, stage_command, stage_order
-from pipelines.flow import StageFailed, run_stage
+from pipelines.flow import StageFailed, run_stage, stage_task
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,13 +25,19 @@ def test_metrics_files_come_from_dvc_yaml():
 
 
 def test_failing_stage_raises_with_its_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("pipelines.flow.get_run_logger", lambda: __import__("logging").getLogger("test"))
+    monkeypatch.setattr("pipelines.flow.run_logger", lambda: __import__("logging").getLogger("test"))
     with pytest.raises(StageFailed, match="stage 'nope' failed"):
-        run_stage.fn("nope", str(tmp_path), "test-pipeline")
+        run_stage("nope", str(tmp_path), "test-pipeline")
+    assert stage_task().fn is run_stage and stage_task().name == "dvc-stage"
+
+
+def test_stage_order_to_a_target_holds_only_its_upstream():
+    assert stage_order(ROOT, "shapley") == ["prepare", "pretrain", "calibrate", "supernet", "shapley"]
+    assert stage_order(ROOT, "prepare") == ["prepare"]
 
 
 def test_shapley_inputs_come_from_the_stage_command_in_dvc_yaml():
-    from stages.shapley import stage_inputs
+    from stages.shapley_worker import stage_inputs
 
     cmd = stage_command(ROOT, "shapley")
     assert cmd.startswith("python -m stages.shapley ")

@@ -18,12 +18,21 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipelines.flow import smpq_pipeline
+from pipelines.flow import pipeline_flow
 from pipelines.serve import main as serve_main
 from tests.pipeline.conftest import BIN, ROOT, make_project, tiny_env
 from tests.pipeline.test_dvc_pipeline import STAGES
 
 # ---------------------------------------------------------------------------------------------- fast checks
+
+
+@pytest.fixture(autouse=True)
+def keep_environment():
+    """``serve_main`` sets the offline defaults in ``os.environ``; later tests must not inherit them."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def project_with(tmp_path: Path, edit=None) -> Path:
@@ -47,7 +56,7 @@ def set_schedule(**values):
     (lambda p: p["schedule"].update(when="now"), [], r"schedule\.when: unknown key"),
 ])
 def test_bad_schedule_or_params_stop_with_one_error_line(tmp_path, capsys, monkeypatch, edit, args, message):
-    monkeypatch.setattr(smpq_pipeline, "serve", lambda *a, **k: pytest.fail("served despite a bad configuration"))
+    monkeypatch.setattr(pipeline_flow(), "serve", lambda *a, **k: pytest.fail("served despite a bad configuration"))
     project = project_with(tmp_path, edit)
     with pytest.raises(SystemExit) as exit_info:
         serve_main(["--project", str(project), *args])
@@ -65,7 +74,7 @@ def test_a_folder_without_dvc_yaml_is_rejected(tmp_path, capsys):
 
 def test_good_configuration_serves_on_the_cron_schedule_one_run_at_a_time(tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr(smpq_pipeline, "serve", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(pipeline_flow(), "serve", lambda **kwargs: seen.update(kwargs))
     project = project_with(tmp_path, set_schedule(cron="30 2 * * 1-5", timezone="Europe/Berlin"))
     serve_main(["--project", str(project)])
     assert seen["name"] == "smpq" and seen["global_limit"] == 1

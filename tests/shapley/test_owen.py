@@ -103,3 +103,15 @@ def test_batch_standard_error_is_over_the_per_sample_values():
 def test_owen_needs_groups():
     with pytest.raises(ValueError, match="estimator 'owen' needs groups"):
         shapley_values(lambda m: 0.0, 3, seed=0, max_permutations=2, estimator="owen")
+
+
+def test_halves_are_estimates_from_disjoint_units_and_samples():
+    weights = np.random.default_rng(1).normal(size=(7, 40))
+    game = lambda mask: weights[mask].sum(axis=0)  # noqa: E731
+    result = shapley_values(game, 7, seed=0, max_permutations=4, estimator="owen", groups=GROUPS)
+    assert np.allclose(result.halves, [weights[:, 0::2].mean(axis=1), weights[:, 1::2].mean(axis=1)], atol=1e-12)
+    # a scalar game: the first and the second half of the antithetic pairs
+    method = {"estimator": "owen", "groups": GROUPS}
+    scalar = shapley_values(random_game(), 7, seed=0, max_permutations=4, **method)
+    rows = sample_units(random_game(), 7, range(4), seed=0, **method).rows
+    assert np.allclose(scalar.halves, [rows[:2].mean(axis=0), rows[2:].mean(axis=0)], atol=1e-12)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from smpq.shapley.estimate import sample_units
-from smpq.shapley.sampling import ordering as permutation
 from smpq.shapley.sampling import game_value
+from smpq.shapley.sampling import ordering as permutation
 
 
 def test_permutation_depends_only_on_seed_and_index():

@@ -75,3 +75,28 @@ def test_large_complexity_weight_lowers_expected_bitops(tiny, form: str) -> None
 def test_empty_search_val_is_an_error(tiny) -> None:
     with pytest.raises(ValueError, match="search_val"):
         search(tiny.supernet(), _batches(2, 0), [], _config(), 1e6, progress=False)
+
+
+def test_single_path_weight_steps_use_one_candidate_per_group(tiny, monkeypatch) -> None:
+    """With single_path 1.0 every weight step sees one candidate per group; α steps and eval the mixture."""
+    supernet = tiny.supernet(random_alpha=False)
+    seen = []
+    original = type(supernet).set_coalition
+
+    def spy(self, mask):
+        seen.append(None if mask is None else mask.copy())
+        original(self, mask)
+    monkeypatch.setattr(type(supernet), "set_coalition", spy)
+    calls = []
+    monkeypatch.setattr(supernet, "forward", lambda x: (calls.append(supernet.coalition_mask),
+                                                        supernet.model(x))[1])
+    target = budget_bitops(tiny.table, tiny.fixed, avg_bits=4)
+    search(supernet, _batches(3, 0), _batches(2, 1), _config(single_path=1.0), target, seed=5, progress=False)
+    masks = [m for m in seen if m is not None]
+    assert len(masks) == 3  # one draw per weight step
+    groups = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+    assert all(all(m[g].sum() == 1 for g in groups) for m in masks)
+    steps = [c for c in calls[:6]]  # per step: the α forward (mixture), then the weight forward (one path)
+    assert all(c is None for c in steps[0::2]) and all(c is not None for c in steps[1::2])
+    assert all(c is None for c in calls[6:])  # validation after the epoch: the full mixture
+    assert supernet.coalition_mask is None
