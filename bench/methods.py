@@ -29,10 +29,10 @@ import platform
 import statistics
 from pathlib import Path
 
-import matplotlib
 import yaml
 from scipy.stats import spearmanr
 
+from bench.methods_report import ARGMAX, METHODS, markdown, plot
 from bench.workspace import (
     SCRATCH,
     TINY,
@@ -48,17 +48,12 @@ from pipelines.dag import stage_order
 from smpq.artifacts import read_json, write_json, write_text
 from smpq.policy import Policy
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-METHODS = ("smpq", "dmpq", "uniform")
-ARGMAX = "dmpq_argmax"
 BENCH = {"tracking.enabled": False, "finetune.methods": [*METHODS, ARGMAX]}  # no MLflow runs from benchmarks
 SEARCH = "shapley"  # the last stage before the budget: the search stages are it and its upstream
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["shapley.truncation=0.5"]`` -> ``{"shapley.truncation": 0.5}`` (values parsed as YAML)."""
+    """``["shapley.batches=4"]`` -> ``{"shapley.batches": 4}`` (values parsed as YAML)."""
     pairs = [item.partition("=") for item in items]
     bad = [item for item, (_, eq, _) in zip(items, pairs) if not eq]
     if bad:
@@ -189,70 +184,6 @@ def finetune_spread(seeds: list[dict], budgets: list[str], ft_seeds: list) -> fl
     return statistics.fmean(variances) ** 0.5
 
 
-def _pm(mean: float, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
-    return f"{scale * mean:.{digits}f} ± " + (f"{scale * std:.{digits}f}" if std is not None else "n/a")
-
-
-def markdown(rows: list[dict], gaps: list[dict], seeds: list[dict]) -> str:
-    lines = ["| budget | budget GBitOps | method | top-1 % (mean ± std) | GBitOps | MB | meets budget |",
-             "|---|---:|---|---:|---:|---:|---|"]
-    for r in rows:
-        budget = ("–", "–") if r["avg_bits"] is None else (r["avg_bits"], f"{r['budget_gbitops']:.5f}")
-        lines.append(f"| {budget[0]} | {budget[1]} | {r['method']} | {_pm(r['top1_mean'], r['top1_std'])} | "
-                     f"{r['gbitops_mean']:.5f} | {r['size_mb_mean']:.4f} | {_meets(r['meets_budget'])} |")
-    lines += ["",
-              "| budget | smpq − dmpq (pp, paired) | smpq wins | smpq − uniform (pp, paired) | smpq wins | "
-              "layers smpq≠dmpq |", "|---|---:|---:|---:|---:|---:|"]
-    for g in gaps:
-        lines.append(f"| {g['avg_bits']} | {_pm(*g['smpq_minus_dmpq'])} | {g.get('smpq_wins_vs_dmpq')} of "
-                     f"{g.get('pairs')} | {_pm(*g['smpq_minus_uniform'])} | {g.get('smpq_wins_vs_uniform')} of "
-                     f"{g.get('pairs')} | {g['differing_layers_mean']:.1f} |")
-    tags = list(seeds[0]["budgets"])
-    lines += ["", "| seed | FP top-1 % | ρ(α, Shapley) | Shapley evals | "
-              + " | ".join(f"layers smpq≠dmpq @ {t}" for t in tags) + " |",
-              "|---|---:|---:|---:|" + "---:|" * len(tags)]
-    for s in seeds:
-        lines.append(f"| {s['seed']} | {100 * s['fp_top1']:.2f} | {s['spearman_alpha_shapley']:.3f} | "
-                     f"{s['shapley']['evaluations']} | " + " | ".join(str(len(s["budgets"][t]["differing_layers"]))
-                                                                for t in tags) + " |")
-    stages = list(seeds[0]["stage_seconds"])
-    lines += ["", "| seconds per stage | " + " | ".join(f"seed {s['seed']}" for s in seeds) + " | fastest |",
-              "|---|" + "---:|" * (len(seeds) + 1)]
-    for stage in [*stages, "total"]:
-        values = [s["total_seconds"] if stage == "total" else s["stage_seconds"][stage] for s in seeds]
-        best = sum(min(s["stage_seconds"][k] for s in seeds) for k in stages) if stage == "total" else min(values)
-        lines.append(f"| {stage} | " + " | ".join(f"{v:.0f}" for v in values) + f" | {best:.0f} |")
-    lines += ["", "Layers where smpq and dmpq choose different bits:", ""]
-    for s in seeds:
-        for tag, b in s["budgets"].items():
-            diffs = ", ".join(f"{k} ({v})" for k, v in b["differing_layers"].items()) or "none"
-            lines.append(f"- seed {s['seed']}, {tag}: {diffs}")
-    return "\n".join(lines)
-
-
-def _meets(value: bool | None) -> str:
-    return "own BitOps" if value is None else ("yes" if value else "no")
-
-
-def plot(rows: list[dict], path: Path) -> Path:
-    """Top-1 vs GBitOps, error bars = std over seeds (both axes), one series per method."""
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for method in (*METHODS, ARGMAX):
-        pts = [r for r in rows if r["method"] == method]
-        ax.errorbar([r["gbitops_mean"] for r in pts], [100 * r["top1_mean"] for r in pts],
-                    xerr=[r["gbitops_std"] or 0 for r in pts], yerr=[100 * (r["top1_std"] or 0) for r in pts],
-                    marker="o", capsize=3, linestyle="-" if len(pts) > 1 else "none", label=method)
-    ax.set_xlabel("GBitOps")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("top-1 vs GBitOps (mean ± std over seeds)")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -268,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="an earlier run's OUT: start each seed from its outputs and dvc.lock; DVC reruns "
                              "only the stages the new params change (e.g. shapley onward for shapley params)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="params overrides, e.g. shapley.truncation=0.5 (YAML values)")
+                        help="params overrides, e.g. shapley.estimator=owen (YAML values)")
     args = parser.parse_args(argv)
     if args.render:
         return render(read_json(args.out / "methods.json"), args.out)

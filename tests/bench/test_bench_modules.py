@@ -74,7 +74,7 @@ def test_methods_per_seed_diagnostics(tiny_methods):
 def test_methods_reuse_reruns_only_shapley_onward_with_the_overrides(tiny_methods, tmp_path):
     out, _ = tiny_methods
     report = methods.main(["--tiny", "--seeds", "0", "--budgets", "3", "--out", str(tmp_path), "--threads", "1",
-                           "--reuse", str(out), "--set", "shapley.truncation=0.5", "shapley.max_permutations=4"])
+                           "--reuse", str(out), "--set", "shapley.estimator=owen", "shapley.max_permutations=4"])
     seed = report["seeds"][0]
     assert set(seed["stage_seconds"]) == {"shapley", "select+finetune (all budgets)", "finetune dmpq_argmax"}
     assert seed["shapley"]["permutations"] == 4
@@ -144,7 +144,8 @@ def test_coalition_benchmark_runs_on_a_small_batch(capsys):
     from bench import coalition_eval
 
     result = coalition_eval.main(["--repeats", "1", "--evals", "1", "--batch", "16", "--threads", "1"])
-    assert set(result["evaluations_per_second"]) == {"fixed", "masked", "full", "argmax", "owen", "owen_plain"}
+    assert set(result["evaluations_per_second"]) == {"fixed", "masked", "full", "argmax", "owen", "owen_plain",
+                                                         "within"}
     assert all(rate > 0 for rate in result["evaluations_per_second"].values())
     assert result["argmax_vs_fixed_max_abs_diff"] <= 1e-5  # the argmax coalition is the fixed-policy model
     assert "masked/fixed" in capsys.readouterr().out
