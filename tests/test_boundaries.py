@@ -20,14 +20,17 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module a file imports by absolute name (``import a.b``, ``from a.b import c``)."""
+def imported_modules(path: Path, *, with_names: bool = False) -> set[str]:
+    """Every module a file imports by absolute name (``import a.b``, ``from a.b import c``); ``with_names``
+    adds ``a.b.c`` for each imported name (it may be a submodule)."""
     modules = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             modules.add(node.module)
+            if with_names:
+                modules |= {f"{node.module}.{alias.name}" for alias in node.names}
     return modules
 
 
@@ -75,13 +78,7 @@ def test_production_files_stay_small():
 
 def local_imports(path: Path) -> set[str]:
     """Modules of this project (``smpq.*``, ``stages.*``) that a file imports, at any depth in the file."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
-    return {n for n in names if n.split(".")[0] in {"smpq", "stages"}}
+    return {n for n in imported_modules(path, with_names=True) if n.split(".")[0] in {"smpq", "stages"}}
 
 
 def module_file(name: str) -> Path | None:
