@@ -1,12 +1,14 @@
 """Whole-pipeline smoke run on a tiny subsample: outputs, no-op rerun, targeted rerun, MLflow runs."""
 
 import json
+import math
 import shutil
 import time
 
 import yaml
 from mlflow.tracking import MlflowClient
 
+from smpq.shapley.estimate import run_units
 from tests.pipeline.conftest import run
 
 METHODS = ("smpq", "dmpq", "uniform")
@@ -22,7 +24,10 @@ def test_pipeline_writes_report_and_metrics(reproduced):
     assert "| smpq |" in report and "| dmpq |" in report and "Spearman" in report
     shapley = json.loads((reproduced / "data/shapley/shapley.json").read_text())
     assert len(shapley["players"]) == 8 * 8  # 8 searchable layers × (4 w + 4 a candidates)
-    assert shapley["totals"]["permutations"] == 4
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())["shapley"]
+    units, _ = run_units(params["max_permutations"], params["estimator"], params["antithetic"])
+    assert shapley["totals"]["permutations"] == units  # one deterministic unit for within_group, else 4
+    assert all(math.isfinite(p["value"]) for p in shapley["players"])
     assert all(selection[m]["meets_budget"] for m in METHODS)
     metrics = json.loads((reproduced / "results/report/metrics.json").read_text())
     assert 0.5 < metrics["fp_top1"] <= 1.0  # 2 epochs on 3 000 images: far above chance (0.1)
