@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from scipy.stats import kendalltau
 
 from pipelines.dag import stage_command
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--project", type=Path, default=Path("."))
     parser.add_argument("--policies", type=int, default=12)
     parser.add_argument("--variant", nargs="+", default=["base:", "single_path_0.5:single_path=0.5"])
+    parser.add_argument("--game", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides of the shapley section for the game, e.g. bn_recalibration=8")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -110,11 +113,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
     root = args.project.resolve()
     params_path, paths = stage_inputs(stage_command(root, STAGE), root)
+    game_overrides = {f"shapley.{k}": yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.game)}
     base = {"tracking.enabled": False, "seed": args.seed}
     params = load_params(params_path, base)
     policies = random_policies(params, CostTable.load(paths.calibrate), args.policies, args.seed)
     top1 = qat_top1(params, paths, policies, args.out)
-    report = {"top1": top1, "variants": {}}
+    report = {"top1": top1, "game": game_overrides, "variants": {}}
     for name, overrides in map(parse_variant, args.variant):
         variant_params = load_params(params_path, base | overrides)
         folder = args.out / "supernets" / name
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
         trained = ShapleyPaths(paths.prepared, paths.pretrain, paths.calibrate, folder, paths.out, paths.results)
         values, tau = {}, {}
         for value in VALUES:
-            game = build_game(load_params(params_path, base | overrides | {"shapley.value": value}), trained)
+            game_params = load_params(params_path, base | overrides | game_overrides | {"shapley.value": value})
+            game = build_game(game_params, trained)
             values[value] = {n: float(game.value_fn(coalition(game.players, p)).mean()) for n, p in policies.items()}
             tau[value] = float(kendalltau([values[value][n] for n in policies], [top1[n] for n in policies]).statistic)
         last = [e["argmax"] for e in epochs[-2:]]
@@ -133,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
         taus = ", ".join(f"{v} {t:.3f}" for v, t in tau.items())
         print(f"{name}: Kendall τ(game value, top-1 after QAT) over {len(policies)} policies: {taus}; "
               f"α entropy per epoch {entropies}; argmax groups changed in the last epoch: {changed}", flush=True)
-    write_json(args.out / "alignment.json", report)
+    tag = "".join(f"-{k.split('.')[-1]}={v}" for k, v in game_overrides.items())
+    write_json(args.out / f"alignment{tag}.json", report)
     return report
 
 

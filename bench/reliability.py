@@ -53,6 +53,7 @@ CONFIGS = {
     **{f"owen_{k}, {b} batches": revised("owen", max_permutations=k, batches=b) for k, b in ((8, 2), (4, 4), (2, 8))},
     **{f"within_group, {b} batches": revised("within_group", batches=b) for b in (4, 16)},
     "within_group, 8 batches (default)": revised("within_group", batches=8),
+    "within_group, BN recalibration 8": revised("within_group", bn_recalibration=8),
 }
 
 

@@ -162,6 +162,7 @@ class ShapleyConfig:
     reference_bits: int | None = field(default=None, metadata=in_range(*BIT_RANGE))  # None = full precision
     batch_size: int = field(default=256, metadata=in_range(1))  # seeded search_val batches of the game
     batches: int = field(default=8, metadata=in_range(1))
+    bn_recalibration: int = field(default=0, metadata=in_range(0))  # train batches re-estimating BN per coalition
     max_permutations: int = field(default=8, metadata=in_range(1))  # orderings of the groups (owen) or players
     tolerance: float | None = field(default=None, metadata=in_range(0.0))
     antithetic: bool = True

@@ -77,10 +77,10 @@ def chunk_plan(params: Params) -> list[range]:
     return chunk_indices(units, params.fanout.chunks, antithetic=antithetic)
 
 
-def value_batch(prepared, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-    """``shapley.batches`` fixed batches of ``search_val`` drawn with the run's seed (never ``test``)."""
-    cfg = params.shapley
-    loader = prepared.loader("search_val", batch_size=cfg.batch_size * cfg.batches, seed=params.seed, shuffle=True)
+def seeded_batch(prepared, params: Params, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` images of ``split`` drawn with the run's seed: value batches come from ``search_val`` (never
+    ``test``), BN recalibration batches (``shapley.bn_recalibration``) from ``train``."""
+    loader = prepared.loader(split, batch_size=size, seed=params.seed, shuffle=True)
     loader.set_epoch(0)
     return next(iter(loader))
 
@@ -97,11 +97,13 @@ def build_game(params: Params, paths: ShapleyPaths) -> Game:
     cfg = params.shapley
     prepared = load_prepared(paths.prepared)
     supernet, _ = load_supernet(params, prepared, paths.pretrain, paths.calibrate, paths.supernet / "supernet.pt")
-    supernet.eval().freeze()
-    supernet.set_empty_group(cfg.empty_group, cfg.reference_bits)
-    images, labels = value_batch(prepared, params)
+    supernet.eval().freeze().set_empty_group(cfg.empty_group, cfg.reference_bits)
+    images, labels = seeded_batch(prepared, params, "search_val", cfg.batch_size * cfg.batches)
+    recal = (seeded_batch(prepared, params, "train", cfg.batch_size * cfg.bn_recalibration)[0].split(cfg.batch_size)
+             if cfg.bn_recalibration else ())
     fp_logits = full_precision_logits(params, prepared, paths, images) if cfg.value == "neg_kl" else None
-    value_fn = supernet_game(supernet, images, labels, cfg.value, fp_logits=fp_logits, batch_size=cfg.batch_size)
+    value_fn = supernet_game(supernet, images, labels, cfg.value, fp_logits=fp_logits, batch_size=cfg.batch_size,
+                             recalibration=recal)
     players = supernet.players()
     return Game(value_fn, players, player_groups(players))
 
@@ -118,7 +120,7 @@ def game(params: Params, paths: ShapleyPaths) -> Game:
     thread = threading.get_ident()
     with _GAMES_LOCK:
         cached = _GAMES.get(thread)
-    if cached is not None and cached[0] == key:
+    if cached and cached[0] == key:
         return cached[1]
     built = build_game(params, paths)
     with _GAMES_LOCK:

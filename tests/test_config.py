@@ -100,6 +100,7 @@ def test_overrides_use_dotted_keys(tmp_path):
      "shapley.estimator: 'kernel' is not allowed; allowed: owen, within_group, permutation, exact"),
     ({"shapley": {"empty_group": "none"}}, "shapley.empty_group: 'none' is not allowed; allowed: reference, zero"),
     ({"shapley": {"batches": 0}}, "shapley.batches: 0 out of range; allowed: >= 1"),
+    ({"shapley": {"bn_recalibration": -1}}, "shapley.bn_recalibration: -1 out of range; allowed: >= 0"),
     ({"shapley": {"reference_bits": 6}}, "shapley.reference_bits: 6 is not a candidate of both quant.w_bits"),
     ({"shapley": {"estimator": "owen", "truncation": 0.5}}, "shapley.truncation: only defined for estimator: permutation"),
     ({"shapley": {"truncation": 1.5}}, "shapley.truncation: 1.5 out of range; allowed: [0.0, 1.0]"),

@@ -10,6 +10,8 @@ masks the frozen supernet (eval mode, no gradients; what an empty group means is
 
 ``many(masks)`` evaluates coalitions that differ inside one group at once: the layers before the first one
 that differs run once per batch and are replayed (``smpq.shapley.prefix``), with bit-identical values.
+With ``recalibration`` images, every coalition is evaluated with batch-norm statistics re-estimated on them
+for that coalition (``smpq.supernet.batchnorm``), instead of the mixture's; no prefix is replayed then.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from torch import nn
 
 from smpq.config import VALUES
 from smpq.shapley.prefix import PrefixReplay
+from smpq.supernet.batchnorm import recalibrated
 
 
 class SupernetGame:
     """``game(mask)`` and ``game.many(masks)``: per-image values (float64) of coalitions of a frozen supernet."""
 
     def __init__(self, supernet, images: torch.Tensor, labels: torch.Tensor, value: str = "neg_kl", *,
-                 fp_logits: torch.Tensor | None = None, batch_size: int | None = None):
+                 fp_logits: torch.Tensor | None = None, batch_size: int | None = None,
+                 recalibration: Sequence[torch.Tensor] = ()):
         if value not in VALUES:
             raise ValueError(f"unknown game value {value!r}; allowed: {', '.join(VALUES)}")
         if len(images) != len(labels) or len(images) == 0:
@@ -36,7 +40,7 @@ class SupernetGame:
                              f"(got {len(images)} images, {len(labels)} labels)")
         if value == "neg_kl" and (fp_logits is None or len(fp_logits) != len(images)):
             raise ValueError("value neg_kl needs the full-precision logits of the same images (fp_logits)")
-        self.supernet, self.value = supernet, value
+        self.supernet, self.value, self._recalibration = supernet, value, list(recalibration)
         size = batch_size or len(images)
         self._batches = [(images[i:i + size], labels[i:i + size]) for i in range(0, len(images), size)]
         self._fp = None if fp_logits is None else torch.log_softmax(fp_logits.double(), dim=1)
@@ -52,6 +56,8 @@ class SupernetGame:
     def many(self, masks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Values of ``masks``; the layers before the first one whose candidates differ between them run once."""
         masks = [np.asarray(m, dtype=bool) for m in masks]
+        if self._recalibration:
+            return [self._recalibrated(mask) for mask in masks]
         differ = np.flatnonzero(np.any(np.stack(masks) != masks[0], axis=0))
         starts = list({id(self._player_layer[i]): self._player_layer[i] for i in differ}.values())
         self.supernet.eval()
@@ -70,6 +76,14 @@ class SupernetGame:
             offset += len(images)
         return [torch.cat(v).numpy() for v in values]
 
+    def _recalibrated(self, mask: np.ndarray) -> np.ndarray:
+        self.supernet.eval()
+        with self.supernet.coalition(mask), recalibrated(self.supernet, self._recalibration):
+            logits = [self.supernet(images) for images, _ in self._batches]
+        offsets = np.cumsum([0] + [len(images) for images, _ in self._batches])
+        return torch.cat([self._per_image(lg, labels, int(o))
+                          for lg, (_, labels), o in zip(logits, self._batches, offsets)]).numpy()
+
     def _per_image(self, logits: torch.Tensor, labels: torch.Tensor, offset: int) -> torch.Tensor:
         if self.value == "top1":
             return (logits.argmax(dim=1) == labels).double()
@@ -81,6 +95,8 @@ class SupernetGame:
 
 
 def supernet_game(supernet: nn.Module, images: torch.Tensor, labels: torch.Tensor, value: str = "neg_kl", *,
-                  fp_logits: torch.Tensor | None = None, batch_size: int | None = None) -> SupernetGame:
+                  fp_logits: torch.Tensor | None = None, batch_size: int | None = None,
+                  recalibration: Sequence[torch.Tensor] = ()) -> SupernetGame:
     """The coalition game of a frozen supernet on ``images`` (evaluated in chunks of ``batch_size``)."""
-    return SupernetGame(supernet, images, labels, value, fp_logits=fp_logits, batch_size=batch_size)
+    return SupernetGame(supernet, images, labels, value, fp_logits=fp_logits, batch_size=batch_size,
+                        recalibration=recalibration)

@@ -100,6 +100,22 @@ def test_reliability_compares_two_seeds_on_the_tiny_supernet(tiny_methods, tmp_p
     assert (tmp_path / "reliability.json").exists()
 
 
+def test_game_variant_reproduces_the_recorded_smpq_run_then_pairs_the_variant(tiny_methods, tmp_path, capsys):
+    from bench import game_variant
+
+    out, report = tiny_methods
+    result = game_variant.main(["--methods", str(out), "--set", "bn_recalibration=1", "--out", str(tmp_path)])
+    check = result["control"]
+    assert check["policy_matches"] and check["top1"] == check["recorded_top1"]  # the pairing holds bit for bit
+    rows = result["seeds"][0]
+    assert set(rows) == set(report["seeds"][0]["budgets"])
+    for tag, row in rows.items():
+        recorded = report["seeds"][0]["budgets"][tag]["methods"]
+        assert 0 <= row["top1"] <= 1 and row["dmpq_top1"] == recorded["dmpq"]["top1"]
+        assert row["gbitops"] <= report["seeds"][0]["budgets"][tag]["budget_gbitops"] * (1 + 1e-9)
+    assert "variant − dmpq" in capsys.readouterr().out
+
+
 def test_reliability_refuses_a_project_without_a_supernet(tmp_path):
     from bench import reliability
 

@@ -144,3 +144,29 @@ def test_exact_estimator_equals_enumeration_and_monte_carlo_is_within_its_errors
     error = np.abs(result.values - exact)
     assert np.all(error <= 3 * result.stderr + 1e-9), (error, result.stderr)
     assert error.max() < 0.25 * np.abs(exact).max()  # and the estimate is actually informative
+
+
+def test_bn_recalibration_evaluates_each_coalition_with_its_own_statistics(game, reference):
+    """Each mask's value equals a manual AdaBN of that coalition; the mixture's statistics come back after."""
+    supernet, images, labels, fp_logits = game
+    recal = [torch.randn(16, 1, 10, 10, generator=torch.Generator().manual_seed(k)) for k in range(2)]
+    value = supernet_game(supernet, images, labels, "neg_loss", batch_size=12, recalibration=recal)
+    masks = [np.ones(10, dtype=bool), np.array([1, 0, 0, 1, 1, 0, 1, 0, 1, 1], dtype=bool)]
+    bns = [m for m in supernet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    mixture = [{k: v.clone() for k, v in m.state_dict().items()} for m in bns]
+    got = value.many(masks)
+    assert all(torch.equal(m.state_dict()[k], v) for m, s in zip(bns, mixture) for k, v in s.items())
+    for mask, values in zip(masks, got):
+        with torch.no_grad(), supernet.coalition(mask):
+            for m in bns:
+                m.reset_running_stats(), setattr(m, "momentum", None), m.train()
+            for batch in recal:
+                supernet(batch)
+            for m in bns:
+                m.eval()
+            expected = -F.cross_entropy(supernet(images).double(), labels, reduction="none")
+        for m, s in zip(bns, mixture):  # undo the manual recalibration
+            m.load_state_dict(s), setattr(m, "momentum", 0.1)
+        np.testing.assert_allclose(values, expected.numpy(), rtol=1e-6, atol=1e-9)
+    plain = supernet_game(supernet, images, labels, "neg_loss")(masks[1])
+    assert not np.allclose(plain, got[1])  # the statistics matter for this coalition
