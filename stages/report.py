@@ -75,7 +75,7 @@ def run(params, *, pretrain_results: Path, select_results: Path, finetune_result
     shapley_vs_alpha(players, rho, out / "shapley_vs_alpha.png")
     write_text(out / "report.html", markdown_to_html(text, out))  # for the MLflow preview (images inline)
     metrics = {"budget": {"gbitops": budget}, "shapley": {"alpha_spearman": rho},  # names: stages/run_info.py
-               **{r["method"]: {k: r[k] for k in ("top1", "gbitops", "size_mb", "slack")} for r in rows}}
+               **{r["method"]: {k: r[k] for k in ("top1", "gbitops")} for r in rows}}  # the rest: select, finetune
     write_json(out / "metrics.json", metrics)
     return metrics
 
