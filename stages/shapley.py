@@ -37,12 +37,15 @@ def run(params: Params, paths: ShapleyPaths) -> dict:
     """All chunks in this process (each memoised on its own, as on a worker); returns the metrics written."""
     g, cfg = game(params, paths), params.shapley
     start = time.perf_counter()
-    with Progress(run_units(cfg.max_permutations, cfg.estimator, cfg.antithetic)[0],
-                  f"shapley {cfg.estimator}", unit="unit") as bar:
+    units = run_units(cfg.max_permutations, cfg.estimator, cfg.antithetic)[0]
+    expected = units * sum(2 ** len(group) - 1 for group in g.groups) + 2  # exact for within_group, else a guess
+    with Progress(units, f"shapley {cfg.estimator}", unit="unit") as bar, \
+            Progress(expected, f"shapley {cfg.estimator} evaluations", unit="evaluation", bar=False) as counter:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        result = shapley_values(g.value_fn, len(g.players), seed=params.seed, max_permutations=cfg.max_permutations,
+        result = shapley_values(_Counted(g.value_fn, counter), len(g.players), seed=params.seed,
+                                max_permutations=cfg.max_permutations,
                                 tolerance=cfg.tolerance, chunks=params.fanout.chunks, progress=progress,
                                 groups=g.groups, **cfg.method)
     return write_outputs(params, g, result, paths, time.perf_counter() - start)
@@ -98,6 +101,22 @@ def main(argv: list[str] | None = None) -> None:
         metrics = run(s.params, paths)
         record(s.tracker, metrics, paths)
         s.record({}, timings={k: metrics[k] for k in TIMINGS})
+
+
+class _Counted:
+    """The game with its coalition evaluations counted into a ``Progress`` (a unit can take minutes)."""
+
+    def __init__(self, value_fn, counter: Progress):
+        self.value_fn, self.counter = value_fn, counter
+        if hasattr(value_fn, "many"):  # the batched path (prefix reuse) stays available
+            self.many = lambda masks: self._count(value_fn.many(masks), len(masks))
+
+    def __call__(self, mask):
+        return self._count(self.value_fn(mask), 1)
+
+    def _count(self, result, n: int):
+        self.counter.update(n)
+        return result
 
 
 def _alpha_probability(alpha: dict, player) -> float:
