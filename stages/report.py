@@ -75,7 +75,7 @@ def run(params, *, pretrain_results: Path, select_results: Path, finetune_result
     shapley_vs_alpha(players, rho, out / "shapley_vs_alpha.png")
     write_text(out / "report.html", markdown_to_html(text, out))  # for the MLflow preview (images inline)
     metrics = {"budget": {"gbitops": budget}, "shapley": {"alpha_spearman": rho},  # names: stages/run_info.py
-               **{r["method"]: {k: r[k] for k in ("top1", "gbitops")} for r in rows}}  # the rest: select, finetune
+               **{r["method"]: {"top1": r["top1"]} for r in rows}}  # GBitOps, MB: results/select/summary.json
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -86,8 +86,11 @@ def main(argv: list[str] | None = None) -> None:
         metrics = run(s.params, pretrain_results=args.pretrain, select_results=args.select,
                       finetune_results=args.finetune, shapley_dir=args.shapley, out=args.out)
         s.record(metrics, args.out)
-        fp = read_json(args.pretrain / "metrics.json")
-        record_summary(s.tracker, {**fp, **metrics}, (args.out, "report"))
+        costs = {m: {k: v[k] for k in ("gbitops", "size_mb", "slack")}
+                 for m, v in read_json(args.select / "summary.json").items()}
+        summary = {**read_json(args.pretrain / "metrics.json"), **metrics,
+                   **{m: {**metrics.get(m, {}), **cost} for m, cost in costs.items()}}
+        record_summary(s.tracker, summary, (args.out, "report"))  # ends up as fp.top1, smpq.top1, smpq.gbitops…
 
 
 if __name__ == "__main__":
