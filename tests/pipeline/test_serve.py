@@ -246,6 +246,7 @@ def test_triggered_deployment_runs_the_pipeline(served):
     artifacts = api(served["url"], "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
     (artifact,) = [a for a in artifacts if a["key"] == "smpq-run"]
     assert parent.info.run_id in artifact["data"] and "results/report/report.md" in artifact["data"]
+    assert "file://" not in artifact["data"] and "| smpq.top1 |" in artifact["data"]  # plain paths, DVC's names
     status = subprocess.run(["dvc", "status", "--json"], cwd=project, env=served["env"], capture_output=True, text=True)
     assert json.loads(status.stdout) == {}  # every stage recorded in dvc.lock, the fanned-out shapley included
 
