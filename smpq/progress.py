@@ -56,6 +56,23 @@ class Progress:
         self.close()
 
 
+class Counted:
+    """A function whose calls (and batched ``many`` calls, if it has them) advance a ``Progress``
+    (e.g. the Shapley game: one unit can take minutes of coalition evaluations)."""
+
+    def __init__(self, fn, progress: Progress):
+        self.fn, self.progress = fn, progress
+        if hasattr(fn, "many"):  # keep the batched path (prefix reuse) available
+            self.many = lambda items: self._count(fn.many(items), len(items))
+
+    def __call__(self, item):
+        return self._count(self.fn(item), 1)
+
+    def _count(self, result, n: int):
+        self.progress.update(n)
+        return result
+
+
 def _clock(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

@@ -16,7 +16,7 @@ import numpy as np
 
 from smpq.artifacts import read_json, write_json
 from smpq.config import Params
-from smpq.progress import Progress
+from smpq.progress import Counted, Progress
 from smpq.shapley.estimate import ShapleyResult, combine, run_units, shapley_values
 from smpq.shapley.reliability import rank_agreement, spearman_brown
 from smpq.shapley.sampling import Samples
@@ -44,10 +44,9 @@ def run(params: Params, paths: ShapleyPaths) -> dict:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        result = shapley_values(_Counted(g.value_fn, counter), len(g.players), seed=params.seed,
-                                max_permutations=cfg.max_permutations,
-                                tolerance=cfg.tolerance, chunks=params.fanout.chunks, progress=progress,
-                                groups=g.groups, **cfg.method)
+        result = shapley_values(Counted(g.value_fn, counter), len(g.players), seed=params.seed, groups=g.groups,
+                                max_permutations=cfg.max_permutations, tolerance=cfg.tolerance,
+                                chunks=params.fanout.chunks, progress=progress, **cfg.method)
     return write_outputs(params, g, result, paths, time.perf_counter() - start)
 
 
@@ -98,25 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(STAGE, ShapleyPaths.names(), argv)
     with session(STAGE, args, sections=SECTIONS) as s:
         paths = ShapleyPaths(*(getattr(args, name) for name in ShapleyPaths.names()))
-        metrics = run(s.params, paths)
-        record(s.tracker, metrics, paths)
+        record(s.tracker, metrics := run(s.params, paths), paths)
         s.record({}, timings={k: metrics[k] for k in TIMINGS})
-
-
-class _Counted:
-    """The game with its coalition evaluations counted into a ``Progress`` (a unit can take minutes)."""
-
-    def __init__(self, value_fn, counter: Progress):
-        self.value_fn, self.counter = value_fn, counter
-        if hasattr(value_fn, "many"):  # the batched path (prefix reuse) stays available
-            self.many = lambda masks: self._count(value_fn.many(masks), len(masks))
-
-    def __call__(self, mask):
-        return self._count(self.value_fn(mask), 1)
-
-    def _count(self, result, n: int):
-        self.counter.update(n)
-        return result
 
 
 def _alpha_probability(alpha: dict, player) -> float:

@@ -2,10 +2,9 @@
 
 import numpy as np
 
-from smpq.progress import Progress
+from smpq.progress import Counted, Progress
 from stages.report_html import markdown_to_html
 from stages.run_info import flatten, numeric, pipeline_run_name, split_timings
-from stages.shapley import _Counted
 
 
 def test_metric_names_flatten_as_dvc_shows_them():
@@ -37,13 +36,13 @@ def test_shapley_evaluations_are_counted_through_the_batched_path(caplog):
             return [self(m) for m in masks]
 
     counter = Progress(4, "shapley within_group evaluations", unit="evaluation", bar=False)
-    counted = _Counted(Game(), counter)
+    counted = Counted(Game(), counter)
     with caplog.at_level("INFO", logger="smpq.progress"):
         assert [int(v[0]) for v in counted.many([np.ones(3, bool), np.zeros(3, bool)])] == [3, 0]
         counted(np.ones(3, bool))
         counted(np.ones(3, bool))
     assert counter.n == 4 and "100% (4/4 evaluations)" in caplog.records[-1].getMessage()
-    assert not hasattr(_Counted(lambda mask: mask, counter), "many")  # no batched path where the game has none
+    assert not hasattr(Counted(lambda mask: mask, counter), "many")  # no batched path where the game has none
 
 
 def test_report_page_inlines_its_images(tmp_path):
