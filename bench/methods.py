@@ -102,8 +102,8 @@ def run_budget(ws: Workspace, overrides: dict, spec, ft_seed: int | None, method
     write_params(ws, overrides | {"select.budget.avg_bits": avg_bits, "select.budget.gbitops": None,
                                   "select.budget.size_mb": size_mb, "finetune.seed": ft_seed})
     seconds = repro(ws, ["select", *map(finetune_stage, methods)], threads)
-    selection = read_json(ws.metrics("select"))
-    runs = {m: {**selection[m], **read_json(ws.metrics(finetune_stage(m))),
+    selection = read_json(ws.result("select", "summary.json"))
+    runs = {m: {**selection[m], **read_json(ws.result(finetune_stage(m))),
                 "wall_seconds": seconds.get(finetune_stage(m))} for m in methods}
     return {"avg_bits": avg_bits, "size_mb": size_mb, "finetune_seed": ft_seed,
             "budget_gbitops": selection["uniform"]["budget_gbitops"], "methods": runs,
@@ -130,9 +130,9 @@ def run_seed(overrides: dict, seed: int, budgets: list[str], out: Path, reuse: P
     argmax = per_budget[first]["methods"].pop(ARGMAX)
     argmax_seconds = seconds.pop(f"{first} {finetune_stage(ARGMAX)}", 0.0)  # 0: DVC skipped it
     stage_seconds |= {"select+finetune (all budgets)": sum(seconds.values()), "finetune dmpq_argmax": argmax_seconds}
-    return {"seed": seed, "fp_top1": read_json(ws.metrics("pretrain"))["fp_top1"],
+    return {"seed": seed, "fp_top1": read_json(ws.metrics("pretrain"))["fp"]["top1"],
             "spearman_alpha_shapley": spearman_alpha_shapley(ws),
-            "shapley": read_json(ws.metrics("shapley")), "stage_seconds": stage_seconds,
+            "shapley": read_json(ws.metrics("shapley"))["shapley"], "stage_seconds": stage_seconds,
             "total_seconds": sum(stage_seconds.values()), "budgets": per_budget, ARGMAX: argmax}
 
 

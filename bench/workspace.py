@@ -65,6 +65,10 @@ class Workspace:
         """The first metrics file ``dvc.yaml`` declares for ``stage``."""
         return metrics_files(self.root, stage)[0]
 
+    def result(self, stage: str, name: str = "metrics.json") -> Path:
+        """The output file called ``name`` that ``dvc.yaml`` declares for ``stage`` (a metric or a plain out)."""
+        return next(p for p in stage_outputs(self.root, stage) if p.name == name)
+
     def missing(self) -> list[Path]:
         """Absent outputs of the stages the ``shapley`` stage depends on (its game cannot be built without)."""
         if not (self.root / "dvc.yaml").is_file():

@@ -20,6 +20,7 @@ from pathlib import Path
 from pipelines import entry_args
 from pipelines.dag import StageFailed, dvc, metrics_files, stage_changed, stage_command, stage_order, stage_outputs
 from smpq.config import load_params
+from stages.run_info import numeric
 from stages.shapley_worker import STAGE as FANOUT_STAGE
 from stages.shapley_worker import stage_inputs
 from stages.tracking import PIPELINE_ENV, fail_pipeline_run, find_parent_run, tracking_uri
@@ -81,16 +82,17 @@ def _report_failure(tracking, root: Path, pipeline_id: str) -> None:
 
 
 def publish(root: Path, stages: list[str], metrics: dict, parent: str | None, tracking) -> None:
-    """A markdown artifact: the MLflow parent run, links to the last stage's outputs (the report) and to
-    every stage's metrics file, and the final metrics."""
+    """A markdown artifact: the MLflow parent run, the paths of the last stage's outputs (the report) and of
+    every stage's metrics file (plain paths: the Prefect UI cannot open ``file://`` links), and the final
+    metrics under the names DVC and MLflow use, rounded to 4 significant digits."""
     from prefect.artifacts import create_markdown_artifact
 
     files = stage_outputs(root, stages[-1]) + [p for s in stages[:-1] for p in metrics_files(root, s)]
     lines = ["# SMPQ pipeline run", "", f"- project: `{root}`",
              f"- MLflow parent run: `{parent}` in `{tracking_uri(tracking, root)}`" if parent
              else "- MLflow: no stage ran (everything was up to date)"]
-    lines += [f"- [{path.relative_to(root)}]({path.as_uri()})" for path in files if path.exists()]
-    lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics.items()]
+    lines += [f"- `{path}`" for path in files if path.exists()]
+    lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in numeric(metrics).items()]
     create_markdown_artifact(markdown="\n".join(lines), key="smpq-run", description="SMPQ outputs and metrics")
 
 
@@ -114,7 +116,11 @@ def smpq_pipeline(project: str = ".", params: str = "params.yaml") -> dict:
         _report_failure(settings.tracking, root, pipeline_id)
         raise
     parent = find_parent_run(settings.tracking, root, pipeline_id) if settings.tracking.enabled else None
-    logger.info("MLflow parent run: %s", parent)
+    if parent:
+        logger.info("MLflow parent run: %s (%s)", parent, tracking_uri(settings.tracking, root))
+    else:
+        logger.info("no MLflow parent run: %s", "tracking is off" if not settings.tracking.enabled
+                    else "no stage ran (every stage was up to date)")
     metrics = {}
     for path in metrics_files(root, stages[-1]):
         metrics.update(json.loads(path.read_text()))

@@ -3,22 +3,27 @@
     python -m pipelines.serve [--params params.yaml] [--project .]
     prefect deployment run 'smpq-pipeline/smpq'          # trigger a run now, from another shell
 
-The schedule and the params file are checked before anything is served; a bad one stops with one line
-``error: ...`` naming the key and the fix. Runs of the deployment never overlap (``global_limit=1``): two
-flow runs would both call DVC and one would fail on DVC's repository lock. It needs a Prefect server
-(``prefect server start`` and ``PREFECT_API_URL``); stopping this process pauses the schedule.
+First a Prefect server must answer at ``PREFECT_API_URL`` (5 s timeout, no heavy import yet), then the
+params file and the schedule are checked, all before Prefect and the flow are imported; any problem stops
+with one line ``error: ...`` naming the key or setting and the fix. Runs of the deployment never overlap
+(``global_limit=1``): two flow runs would both call DVC and one would fail on DVC's repository lock. It needs
+a Prefect server (``prefect server start`` and ``PREFECT_API_URL``); stopping this process pauses the schedule.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from pipelines import entry_args
-from pipelines.flow import pipeline_flow
-from smpq.config import ConfigError, load_params
 
 DEPLOYMENT = "smpq"
+START_SERVER = ("start one with `prefect server start --host 127.0.0.1` and set "
+                "PREFECT_API_URL=http://127.0.0.1:4200/api")
 
 
 class ServeError(ValueError):
@@ -43,6 +48,8 @@ def check_schedule(cron: str, timezone: str, where: str) -> None:
 
 def validate(project: Path, params: str) -> tuple[str, str]:
     """``(cron, timezone)`` once the project, its params file and the schedule are known to be good."""
+    from smpq.config import ConfigError, load_params  # imports torch (~5 s): after the server check
+
     if not (project / "dvc.yaml").is_file():
         raise ServeError(f"{project}: no dvc.yaml here; give --project the folder holding the pipeline")
     path = project / params
@@ -56,11 +63,43 @@ def validate(project: Path, params: str) -> tuple[str, str]:
     return schedule.cron, schedule.timezone
 
 
+def api_url() -> str | None:
+    """``PREFECT_API_URL`` from the environment, else from the active profile in ``$PREFECT_HOME``."""
+    if url := os.environ.get("PREFECT_API_URL"):
+        return url
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    try:
+        profiles = tomllib.loads((home / "profiles.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "")
+    return profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL")
+
+
+def check_server(timeout: float = 5.0) -> str:
+    """The API URL of a Prefect server that answers its health check; a schedule needs a server that
+    outlives this process (without one Prefect would start a temporary server and wait minutes)."""
+    url = api_url()
+    if not url:
+        raise ServeError(f"PREFECT_API_URL is not set: serving a schedule needs a Prefect server; {START_SERVER}")
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return url
+            problem = f"answered HTTP {response.status}"
+    except (OSError, ValueError) as err:  # URLError, timeouts and malformed URLs
+        problem = f"is unreachable ({getattr(err, 'reason', err)})"
+    raise ServeError(f"PREFECT_API_URL={url}: no Prefect server there, its health check {problem}; "
+                     f"{START_SERVER}")
+
+
 def serve(project: Path, params: str) -> None:
     """Serve ``smpq-pipeline/smpq`` until interrupted: cron schedule, fixed parameters, one run at a time."""
+    check_server()
+    cron, timezone = validate(project, params)
     from prefect.schedules import Cron
 
-    cron, timezone = validate(project, params)
+    from pipelines.flow import pipeline_flow
     pipeline_flow().serve(name=DEPLOYMENT, schedules=[Cron(cron, timezone=timezone)], global_limit=1, limit=1,
                           parameters={"project": str(project), "params": params},
                           description=f"SMPQ pipeline of {project} ({params}), cron {cron!r} {timezone}")

@@ -223,6 +223,15 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """CPU kernels: ``native`` (fastest for this CPU) or ``pinned`` (the same bits on any x86-64 CPU; set
+    before torch loads, by the stage entry point: stages/kernels.py). ``threads``: fixed count, or None."""
+
+    cpu_kernels: str = field(default="native", metadata=one_of("native", "pinned"))
+    threads: int | None = field(default=None, metadata=in_range(1))
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = field(default=0, metadata=in_range(0))
     data: DataConfig = DataConfig()
@@ -238,6 +247,7 @@ class Params:
     report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     def check(self, path: str) -> None:
         bits = self.shapley.reference_bits

@@ -45,7 +45,6 @@ def select_policy(scores: Mapping[tuple[str, str, int], float], table: CostTable
         raise _policy_infeasible(err, fixed_ops, budget, extra) from None
     chosen = {name: LayerBits(*pairs[k]) for name, k in zip(searched, choice)}
     policy = Policy({name: fixed[name] if name in fixed else chosen[name] for name in table.names})
-    logger.info("selected policy: %.4g of %.4g GBitOps", bitops(table, policy) / 1e9, budget.bitops / 1e9)
     return policy
 
 

@@ -1,7 +1,10 @@
 """The one training loop, shared by pretraining, supernet training and QAT fine-tuning.
 
-Metrics leave through an ``on_epoch`` callback (the stages forward them to MLflow); extra per-step
-work (e.g. the supernet's α update on ``search_val``) plugs in through ``before_step``.
+Metrics leave through callbacks (the stages forward them to MLflow): ``on_epoch`` once per epoch and
+``on_step`` at every tenth of an epoch (the progress marks of ``smpq.progress``: a bar on a terminal, a
+log line with rate and ETA without one), with the train loss/top-1 of the steps since the last mark, so
+even a one-epoch fine-tune has a curve. Extra per-step work (e.g. the supernet's α update on
+``search_val``) plugs in through ``before_step``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from tqdm import tqdm
 
 from smpq.config import TrainConfig
 from smpq.errors import TrainingDiverged
+from smpq.progress import Progress
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+StepCallback = Callable[[int, dict[str, float]], None]  # (global step, train metrics of the last window)
 StepHook = Callable[[int], None]
 
 
@@ -57,21 +62,24 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
 
 
 def train(model: nn.Module, loader, cfg: TrainConfig, *, eval_loader=None, on_epoch: EpochCallback | None = None,
-          before_step: StepHook | None = None, desc: str = "train", progress: bool = True) -> list[dict[str, float]]:
+          on_step: StepCallback | None = None, before_step: StepHook | None = None, desc: str = "train",
+          progress: bool = True) -> list[dict[str, float]]:
     """Train ``model`` with the recipe ``cfg``; returns one metrics dict per epoch."""
     optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
     scheduler = make_scheduler(optimizer, cfg, len(loader))
     return fit(model, loader, optimizer, epochs=cfg.epochs, scheduler=scheduler, eval_loader=eval_loader,
-               on_epoch=on_epoch, before_step=before_step, desc=desc, progress=progress)
+               on_epoch=on_epoch, on_step=on_step, before_step=before_step, desc=desc, progress=progress)
 
 
 def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: int, scheduler=None,
-        eval_loader=None, on_epoch: EpochCallback | None = None, before_step: StepHook | None = None,
-        after_step: StepHook | None = None, desc: str = "train", progress: bool = True) -> list[dict[str, float]]:
+        eval_loader=None, on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None,
+        before_step: StepHook | None = None, after_step: StepHook | None = None, desc: str = "train",
+        progress: bool = True) -> list[dict[str, float]]:
     """Cross-entropy training for ``epochs``; evaluates ``eval_loader`` after each epoch if given.
 
     ``before_step(global_step)`` runs before every weight step (the DARTS-style α step, a single-path draw),
-    ``after_step(global_step)`` after it.
+    ``after_step(global_step)`` after it; ``on_step(step, metrics)`` at each tenth of an epoch with
+    ``step`` (steps done), fractional ``epoch``, ``train_loss``/``train_top1`` since the last mark, ``lr``.
     A non-finite loss stops training with ``TrainingDiverged`` naming the epoch and step.
     """
     batches = Batches(loader)
@@ -80,10 +88,9 @@ def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: i
     for epoch in range(epochs):
         start = time.perf_counter()
         model.train()
-        totals = _Totals()
-        bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"{desc} {epoch + 1}/{epochs}",
-                   disable=None if progress else True, leave=False)  # None: off when not a terminal
-        for images, labels in bar:
+        totals, window = _Totals(), _Totals()
+        bar = Progress(len(batches), f"{desc} epoch {epoch + 1}/{epochs}", bar=progress)
+        for images, labels in batches.epoch(epoch):
             if before_step is not None:
                 before_step(step)
                 model.train()
@@ -98,8 +105,15 @@ def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: i
             if after_step is not None:
                 after_step(step)
             totals.add(loss.detach(), logits.detach(), labels)
-            bar.set_postfix(loss=f"{totals.loss:.3f}", top1=f"{totals.top1:.3f}", refresh=False)
+            window.add(loss.detach(), logits.detach(), labels)
             step += 1
+            if bar.update(loss=totals.loss, top1=totals.top1):
+                if on_step is not None:
+                    on_step(step, {"step": step, "epoch": epoch + bar.n / max(len(batches), 1),
+                                   "train_loss": window.loss, "train_top1": window.top1,
+                                   "lr": optimizer.param_groups[0]["lr"]})
+                window = _Totals()
+        bar.close()
         metrics = {"train_loss": totals.loss, "train_top1": totals.top1,
                    "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - start}
         if eval_loader is not None:

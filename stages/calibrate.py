@@ -25,12 +25,12 @@ def run(params, *, prepared_dir: Path, pretrain_dir: Path, out: Path, results: P
                             extra=fixed, max_activation_samples=cfg.max_activation_samples, seed=params.seed)
     calibration.save(out / CALIBRATION_FILE)
     table.save(out)
-    metrics = {
+    metrics = {"calibrate": {  # names: stages/run_info.py
         "layers": len(table.layers),
         "searchable_layers": len(table.searchable),
         "mmacs": table.total_macs / 1e6,
         **{f"uniform_w{b}a{b}_gbitops": budget_bitops(table, fixed, avg_bits=b) / 1e9 for b in quant.w_bits},
-    }
+    }}
     write_json(results / "metrics.json", metrics)
     write_json(results / "calibration_summary.json", calibration.summary())
     return metrics

@@ -19,7 +19,8 @@ POLICY_FILE = "policy.yaml"  # the fine-tuned policy, beside its model
 
 
 def run(params, method: str, *, prepared_dir: Path, pretrain_dir: Path, calibrate_dir: Path, select_dir: Path,
-        out: Path, results: Path, on_epoch=None) -> dict:
+        out: Path, results: Path, on_epoch=None, on_step=None) -> tuple[dict, dict]:
+    """Returns (metrics, timings); the metrics are about one method, so unprefixed (stages/run_info.py)."""
     prepared = load_prepared(prepared_dir)
     table = CostTable.load(calibrate_dir)
     policy = Policy.load(select_dir / f"{method}.yaml")
@@ -31,25 +32,31 @@ def run(params, method: str, *, prepared_dir: Path, pretrain_dir: Path, calibrat
     train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=seed, shuffle=True,
                                    augment=cfg.augment, samples_per_epoch=cfg.samples_per_epoch)
     val_loader = prepared.loader("search_val", batch_size=cfg.eval_batch_size, seed=params.seed)
-    history = train(model, train_loader, cfg, eval_loader=val_loader, on_epoch=on_epoch, desc=f"finetune {method}")
+    steps: list[dict] = []
+    history = train(model, train_loader, cfg, eval_loader=val_loader, on_epoch=on_epoch, desc=f"finetune {method}",
+                    on_step=lambda step, m: (steps.append(m), on_step and on_step(step, m)))
     test = evaluate(model, prepared.loader("test", batch_size=cfg.eval_batch_size, seed=params.seed), desc="test")
     save_state_dict(out / MODEL_FILE, model.state_dict())
     policy.save(out / POLICY_FILE)
     metrics = {"method": method, "policy": policy.label(exclude=(table.first, table.last)),
                "top1": test["top1"], "loss": test["loss"],
                "gbitops": bitops(table, policy) / 1e9, "size_mb": size_bytes(table, policy) / 1e6,
-               "epochs": cfg.epochs, "train_seconds": sum(h["epoch_seconds"] for h in history)}
-    return write_training_results(results, metrics, history, f"finetune {method} (QAT)")
+               "epochs": cfg.epochs}
+    return write_training_results(results, metrics, history, f"finetune {method} (QAT)", steps)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args("finetune", ["prepared", "pretrain", "calibrate", "select", "out", "results"], argv,
                       extra=lambda p: p.add_argument("--method", required=True))
     with session(f"finetune@{args.method}", args, sections=("model", "quant", "finetune")) as s:
-        metrics = run(s.params, args.method, prepared_dir=args.prepared, pretrain_dir=args.pretrain,
-                      calibrate_dir=args.calibrate, select_dir=args.select, out=args.out, results=args.results,
-                      on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch))
-        s.record(metrics, args.results, args.out / POLICY_FILE)
+        metrics, timings = run(s.params, args.method, prepared_dir=args.prepared, pretrain_dir=args.pretrain,
+                               calibrate_dir=args.calibrate, select_dir=args.select, out=args.out,
+                               results=args.results, on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch),
+                               on_step=s.log_step)
+        # the policy's cost unrounded (the MLflow tables round metrics to 3 digits)
+        s.tracker.log_params({"policy.gbitops": repr(metrics["gbitops"]), "policy.size_mb": repr(metrics["size_mb"]),
+                              "policy": metrics["policy"]})
+        s.record(metrics, args.results, args.out / POLICY_FILE, timings=timings)
 
 
 if __name__ == "__main__":

@@ -11,26 +11,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from smpq.artifacts import atomic_write, write_json  # noqa: E402
+from stages.run_info import split_timings  # noqa: E402
 
 
 def write_training_results(results: Path, metrics: Mapping, history: Sequence[Mapping[str, float]],
-                           title: str) -> dict:
-    """A training stage's ``metrics.json``, per-epoch ``history.json`` (a DVC plot) and ``curves.png``."""
+                           title: str, steps: Sequence[Mapping[str, float]] = ()) -> tuple[dict, dict]:
+    """A training stage's ``metrics.json``, ``history.json`` (per epoch) and ``steps.json`` (per tenth of an
+    epoch) and ``curves.png``; none holds a timing, so a rerun that reproduces the model rewrites them byte
+    for byte. Returns (metrics, timings)."""
+    history, timings = split_timings(list(history))
     write_json(results / "metrics.json", metrics)
     write_json(results / "history.json", history)
-    training_curves(history, results / "curves.png", title)
-    return dict(metrics)
+    write_json(results / "steps.json", list(steps))
+    training_curves(history, results / "curves.png", title, steps)
+    return dict(metrics), timings
 
 
-def training_curves(history: Sequence[Mapping[str, float]], path: Path, title: str) -> Path:
-    """Loss and top-1 per epoch (train and, when present, validation)."""
-    epochs = [h["epoch"] for h in history]
+def training_curves(history: Sequence[Mapping[str, float]], path: Path, title: str,
+                    steps: Sequence[Mapping[str, float]] = ()) -> Path:
+    """Loss and top-1 against epochs: train at every tenth of an epoch (when ``steps`` has them, else per
+    epoch), validation per epoch."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     for key, ax in (("loss", ax_loss), ("top1", ax_acc)):
-        for prefix in ("train", "val"):
-            values = [h.get(f"{prefix}_{key}") for h in history]
+        for prefix, rows in (("train", steps or history), ("val", history)):
+            values = [h.get(f"{prefix}_{key}") for h in rows]
             if all(v is not None for v in values) and values:
-                ax.plot(epochs, values, marker="o", label=prefix)
+                ax.plot([h["epoch"] for h in rows], values, marker="o", markersize=3, label=prefix)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.legend()

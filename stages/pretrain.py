@@ -13,7 +13,8 @@ from stages.plots import write_training_results
 from stages.session import parse_args, session
 
 
-def run(params, *, prepared_dir: Path, out: Path, results: Path, on_epoch=None) -> dict:
+def run(params, *, prepared_dir: Path, out: Path, results: Path, on_epoch=None, on_step=None) -> tuple[dict, dict]:
+    """Returns (metrics, timings)."""
     prepared = load_prepared(prepared_dir)
     cfg = params.pretrain
     torch.manual_seed(params.seed)
@@ -22,20 +23,21 @@ def run(params, *, prepared_dir: Path, out: Path, results: Path, on_epoch=None) 
     train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=params.seed, shuffle=True,
                                    augment=cfg.augment, samples_per_epoch=cfg.samples_per_epoch)
     val_loader = prepared.loader("search_val", batch_size=cfg.eval_batch_size, seed=params.seed)
-    history = train(model, train_loader, cfg, eval_loader=val_loader, on_epoch=on_epoch, desc="pretrain")
+    steps: list[dict] = []
+    history = train(model, train_loader, cfg, eval_loader=val_loader, on_epoch=on_epoch, desc="pretrain",
+                    on_step=lambda step, m: (steps.append(m), on_step and on_step(step, m)))
     test = evaluate(model, prepared.loader("test", batch_size=cfg.eval_batch_size, seed=params.seed), desc="test")
     save_state_dict(out / MODEL_FILE, model.state_dict())
-    metrics = {"fp_top1": test["top1"], "fp_loss": test["loss"], "epochs": cfg.epochs,
-               "train_seconds": sum(h["epoch_seconds"] for h in history)}
-    return write_training_results(results, metrics, history, "pretrain (full precision)")
+    metrics = {"fp": {"top1": test["top1"], "loss": test["loss"]}}  # names: stages/run_info.py
+    return write_training_results(results, metrics, history, "pretrain (full precision)", steps)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args("pretrain", ["prepared", "out", "results"], argv)
     with session("pretrain", args, sections=("model", "pretrain")) as s:
-        metrics = run(s.params, prepared_dir=args.prepared, out=args.out, results=args.results,
-                      on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch))
-        s.record(metrics, args.results, args.out / MODEL_FILE)
+        metrics, timings = run(s.params, prepared_dir=args.prepared, out=args.out, results=args.results,
+                               on_epoch=lambda epoch, m: s.tracker.log_metrics(m, step=epoch), on_step=s.log_step)
+        s.record(metrics, args.results, args.out / MODEL_FILE, timings=timings)
 
 
 if __name__ == "__main__":

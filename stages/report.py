@@ -8,6 +8,8 @@ from scipy.stats import spearmanr
 
 from smpq.artifacts import read_json, write_json, write_text
 from stages.plots import accuracy_vs_bitops, shapley_vs_alpha
+from stages.report_html import markdown_to_html
+from stages.run_info import budget_label, record_summary
 from stages.session import parse_args, session
 
 
@@ -49,7 +51,7 @@ def _number(value) -> str:
 
 def run(params, *, pretrain_results: Path, select_results: Path, finetune_results: Path, shapley_dir: Path,
         out: Path) -> dict:
-    fp_top1 = read_json(pretrain_results / "metrics.json")["fp_top1"]
+    fp_top1 = read_json(pretrain_results / "metrics.json")["fp"]["top1"]
     selection = read_json(select_results / "summary.json")
     rows = [{**selection[m], **read_json(finetune_results / m / "metrics.json")} for m in params.finetune.methods]
     budget = selection["uniform"]["budget_gbitops"]
@@ -58,7 +60,7 @@ def run(params, *, pretrain_results: Path, select_results: Path, finetune_result
     rho = float(spearmanr([p["alpha_probability"] for p in players], [p["value"] for p in players]).statistic)
     text = "\n\n".join([
         f"# {params.report.title}",
-        f"Budget: {budget:.4f} GBitOps ({_budget_text(params)}); first/last layers at "
+        f"Budget: {budget:.4f} GBitOps ({budget_label(params)}); first/last layers at "
         f"W{params.quant.first_last.w_bits}A{params.quant.first_last.a_bits}. Top-1 on the `test` split; "
         "slack = budget − used GBitOps.",
         table_markdown(rows, fp_top1),
@@ -71,16 +73,11 @@ def run(params, *, pretrain_results: Path, select_results: Path, finetune_result
     write_text(out / "report.md", text)
     accuracy_vs_bitops(rows, fp_top1, out / "accuracy_vs_bitops.png", budget)
     shapley_vs_alpha(players, rho, out / "shapley_vs_alpha.png")
-    metrics = {"fp_top1": fp_top1, "spearman_alpha_shapley": rho, **{f"{r['method']}_top1": r["top1"] for r in rows},
-               **{f"{r['method']}_gbitops": r["gbitops"] for r in rows}}
+    write_text(out / "report.html", markdown_to_html(text, out))  # for the MLflow preview (images inline)
+    metrics = {"budget": {"gbitops": budget}, "shapley": {"alpha_spearman": rho},  # names: stages/run_info.py
+               **{r["method"]: {"top1": r["top1"]} for r in rows}}  # GBitOps, MB: results/select/summary.json
     write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def _budget_text(params) -> str:
-    b = params.select.budget
-    form = f"avg_bits={b.avg_bits:g}" if b.avg_bits is not None else f"gbitops={b.gbitops:g}"
-    return form + (f", size_mb={b.size_mb:g}" if b.size_mb is not None else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,6 +86,11 @@ def main(argv: list[str] | None = None) -> None:
         metrics = run(s.params, pretrain_results=args.pretrain, select_results=args.select,
                       finetune_results=args.finetune, shapley_dir=args.shapley, out=args.out)
         s.record(metrics, args.out)
+        costs = {m: {k: v[k] for k in ("gbitops", "size_mb", "slack")}
+                 for m, v in read_json(args.select / "summary.json").items()}
+        summary = {**read_json(args.pretrain / "metrics.json"), **metrics,
+                   **{m: {**metrics.get(m, {}), **cost} for m, cost in costs.items()}}
+        record_summary(s.tracker, summary, (args.out, "report"))  # ends up as fp.top1, smpq.top1, smpq.gbitops…
 
 
 if __name__ == "__main__":

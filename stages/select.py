@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from smpq.artifacts import read_json, write_json
 from smpq.cost import Budget, CostTable
 from smpq.policy import Policy, fixed_bits
 from smpq.select import policy_report, select_policy, uniform_policy
+from stages.run_info import numeric, record_summary
 from stages.session import parse_args, session
+
+log = logging.getLogger("smpq.stage.select")
 
 
 def shapley_scores(shapley: dict) -> dict[tuple[str, str, int], float]:
@@ -45,6 +49,8 @@ def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, o
         policy.save(out / f"{method}.yaml")
         summary[method] = {**policy_report(table, policy, budget),
                            "policy": policy.label(exclude=(table.first, table.last))}
+        log.info("select %s: policy %s, %.6g of %.6g GBitOps", method, summary[method]["policy"],
+                 summary[method]["gbitops"], summary[method]["budget_gbitops"])
     write_json(results / "summary.json", summary)
     return summary
 
@@ -54,10 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     with session("select", args, sections=("quant", "select")) as s:
         summary = run(s.params, calibrate_dir=args.calibrate, supernet_dir=args.supernet, shapley_dir=args.shapley,
                       out=args.out, results=args.results)
-        for method, report in summary.items():
-            s.tracker.log_metrics({f"{method}_{k}": v for k, v in report.items() if isinstance(v, (int, float))})
+        s.tracker.log_metrics(numeric(summary))  # smpq.gbitops, …: the names DVC shows (stages/run_info.py)
         s.tracker.log_artifact(args.out)
         s.tracker.log_artifact(args.results)
+        record_summary(s.tracker, {}, (args.out, "policies"))  # every method's policy on the pipeline run
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from smpq.config import Params, as_flat_dict, load_params
+from smpq.artifacts import write_json
+from smpq.config import Params, load_params
 from smpq.errors import SmpqError
+from stages.run_info import describe_pipeline_run, numeric, stage_params
 from stages.tracking import Tracker, stage_run
 
 log = logging.getLogger("smpq.stage")
@@ -34,17 +36,29 @@ class Session:
     tracker: Tracker
     root: Path
 
-    def record(self, metrics: dict, *artifacts: Path) -> None:
-        """The stage's final metrics and its output files or folders, on its MLflow run."""
-        self.tracker.log_metrics(metrics)
+    def record(self, metrics: dict, *artifacts: Path, timings: dict | None = None) -> None:
+        """The stage's final metrics (named as DVC shows them) and its output files or folders on its MLflow
+        run; ``timings`` go to MLflow and to the ``--timings`` file, which no stage depends on."""
+        self.tracker.log_metrics(numeric(metrics))
         for artifact in artifacts:
             self.tracker.log_artifact(artifact)
+        if timings:
+            self.tracker.log_metrics(numeric(timings))
+            if getattr(self.args, "timings", None) is not None:
+                write_json(self.args.timings, timings)
+
+    def log_step(self, step: int, metrics: dict) -> None:
+        """A point of the per-tenth-of-an-epoch training curve, as ``steps.<name>`` at the global step."""
+        self.tracker.log_metrics({f"steps.{k}": v for k, v in metrics.items() if k not in ("step", "epoch")},
+                                 step=step)
 
 
 def parse_args(name: str, paths: list[str], argv: list[str] | None = None,
                extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=f"SMPQ stage '{name}'")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default params.yaml)")
+    parser.add_argument("--timings", type=Path, default=None,
+                        help="write the stage's timings here (JSON; kept out of the metrics files)")
     for path in paths:
         parser.add_argument(f"--{path}", type=Path, required=True)
     if extra is not None:
@@ -57,10 +71,8 @@ def tracked(name: str, params: Params, root: Path, sections: tuple[str, ...]) ->
     """The stage's MLflow child run with the seed and the params ``sections`` it depends on logged
     (used by every stage, and by the Prefect fan-out that runs the ``shapley`` stage's work)."""
     with stage_run(name, params.tracking, root) as tracker:
-        flat = {"seed": params.seed}
-        for section in sections:
-            flat.update(as_flat_dict(getattr(params, section), section))
-        tracker.log_params(flat)
+        tracker.log_params(stage_params(name, params, sections))
+        describe_pipeline_run(tracker, params, root)
         yield tracker
 
 

@@ -2,8 +2,8 @@
 
 The units run in the ``fanout.chunks`` chunks that the Prefect flow fans out over workers
 (``stages.shapley_worker``), one after another here, so ``dvc repro`` and the flow write the same files:
-``data/shapley/shapley.json`` byte for byte (it holds no timings) and ``results/shapley/metrics.json`` up to
-its timing keys.
+``data/shapley/shapley.json`` and ``results/shapley/metrics.json`` byte for byte (neither holds a timing;
+the timings go to MLflow and the ``--timings`` file).
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from smpq.artifacts import read_json, write_json
 from smpq.config import Params
+from smpq.progress import Counted, Progress
 from smpq.shapley.estimate import ShapleyResult, combine, run_units, shapley_values
 from smpq.shapley.reliability import rank_agreement, spearman_brown
 from smpq.shapley.sampling import Samples
 from stages.plots import shapley_convergence, shapley_heatmap
+from stages.run_info import numeric
 from stages.session import parse_args, session
 from stages.shapley_worker import STAGE, Game, ShapleyPaths, chunk_plan, game
 from stages.tracking import Tracker
@@ -29,22 +30,23 @@ log = logging.getLogger("smpq.stage.shapley")
 
 SECTIONS = ("quant", "shapley", "fanout")  # the params sections logged with the stage's MLflow run
 SHAPLEY_FILE = "shapley.json"
+TIMINGS = ("wall_seconds", "evaluations_per_second")  # in the returned metrics, never in metrics.json
 
 
 def run(params: Params, paths: ShapleyPaths) -> dict:
     """All chunks in this process (each memoised on its own, as on a worker); returns the metrics written."""
     g, cfg = game(params, paths), params.shapley
     start = time.perf_counter()
-    with tqdm(total=run_units(cfg.max_permutations, cfg.estimator, cfg.antithetic)[0], desc="shapley units",
-              disable=None) as bar:
+    units = run_units(cfg.max_permutations, cfg.estimator, cfg.antithetic)[0]
+    expected = units * sum(2 ** len(group) - 1 for group in g.groups) + 2  # exact for within_group, else a guess
+    with Progress(units, f"shapley {cfg.estimator}", unit="unit") as bar, \
+            Progress(expected, f"shapley {cfg.estimator} evaluations", unit="evaluation", bar=False) as counter:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
-            if done == total or done % max(1, total // 10) == 0:  # the bar is silent under dvc repro
-                log.info("shapley: %d/%d units, %.0f s", done, total, time.perf_counter() - start)
 
-        result = shapley_values(g.value_fn, len(g.players), seed=params.seed, max_permutations=cfg.max_permutations,
-                                tolerance=cfg.tolerance, chunks=params.fanout.chunks, progress=progress,
-                                groups=g.groups, **cfg.method)
+        result = shapley_values(Counted(g.value_fn, counter), len(g.players), seed=params.seed, groups=g.groups,
+                                max_permutations=cfg.max_permutations, tolerance=cfg.tolerance,
+                                chunks=params.fanout.chunks, progress=progress, **cfg.method)
     return write_outputs(params, g, result, paths, time.perf_counter() - start)
 
 
@@ -55,7 +57,8 @@ def finish(params: Params, paths: ShapleyPaths, blocks: Sequence[Samples], secon
 
 
 def write_outputs(params: Params, g: Game, result: ShapleyResult, paths: ShapleyPaths, seconds: float) -> dict:
-    """``shapley.json`` (players, totals, trace), ``metrics.json`` (totals and timings) and the two plots."""
+    """``shapley.json`` (players, totals, trace), ``metrics.json`` (``shapley.<total>``) and the two plots;
+    returns the totals with the timings."""
     cfg = params.shapley
     alpha = read_json(paths.supernet / "alpha.json")
     players = [{"layer": p.layer, "kind": p.kind, "bits": p.bits, "value": float(result.values[i]),
@@ -73,7 +76,7 @@ def write_outputs(params: Params, g: Game, result: ShapleyResult, paths: Shapley
                                           "trace": {"evaluations": [int(e) for e in result.trace_evaluations],
                                                     "estimates": [[float(v) for v in row] for row in result.trace]}})
     metrics = totals | {"wall_seconds": seconds, "evaluations_per_second": result.n_evaluations / max(seconds, 1e-9)}
-    write_json(paths.results / "metrics.json", metrics)
+    write_json(paths.results / "metrics.json", {"shapley": totals})  # names: stages/run_info.py
     shapley_convergence(result.trace_evaluations, result.trace, paths.results / "convergence.png")
     shapley_heatmap(players, paths.results / "heatmap.png")
     log.info("shapley: %s on %s, %d evaluations; split-half ρ %.3f (reliability %.3f)", cfg.estimator, cfg.value,
@@ -82,8 +85,10 @@ def write_outputs(params: Params, g: Game, result: ShapleyResult, paths: Shapley
 
 
 def record(tracker: Tracker, metrics: dict, paths: ShapleyPaths) -> None:
-    """Numeric metrics plus the results folder and ``shapley.json`` as artifacts of the stage's run."""
-    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    """Numeric metrics (``shapley.<total>``, timings bare) plus the results folder and ``shapley.json`` as
+    artifacts of the stage's run."""
+    tracker.log_metrics(numeric({"shapley": {k: v for k, v in metrics.items() if k not in TIMINGS}}))
+    tracker.log_metrics(numeric({k: metrics[k] for k in TIMINGS}))
     tracker.log_artifact(paths.results)
     tracker.log_artifact(paths.out / SHAPLEY_FILE)
 
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(STAGE, ShapleyPaths.names(), argv)
     with session(STAGE, args, sections=SECTIONS) as s:
         paths = ShapleyPaths(*(getattr(args, name) for name in ShapleyPaths.names()))
-        record(s.tracker, run(s.params, paths), paths)
+        record(s.tracker, metrics := run(s.params, paths), paths)
+        s.record({}, timings={k: metrics[k] for k in TIMINGS})
 
 
 def _alpha_probability(alpha: dict, player) -> float:

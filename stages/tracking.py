@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from smpq.config import TrackingConfig
+from stages.run_info import EXPERIMENT_TAGS
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,12 @@ def _experiment(client: Any, name: str, root: Path) -> str:
     """The experiment's id, creating it with artifacts under ``<root>/mlruns`` (not the cwd)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        for key, value in EXPERIMENT_TAGS.items():  # experiments made before the tag existed get it too
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=(root.resolve() / "mlruns").as_uri())
+    return client.create_experiment(name, artifact_location=(root.resolve() / "mlruns").as_uri(),
+                                    tags=EXPERIMENT_TAGS)
 
 
 def _existing_parent(client: Any, experiment_id: str, group: str) -> str | None:

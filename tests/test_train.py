@@ -83,3 +83,26 @@ def test_schedules_and_epoch_hook():
     assert Loader.epochs == [0, 1, 0, 1]
     batches = iterate_forever(loader)
     assert len([next(batches) for _ in range(20)]) == 20
+
+
+def test_without_a_terminal_each_tenth_of_an_epoch_logs_progress_and_feeds_the_step_curve(caplog):
+    """Under ``dvc repro`` stderr is no terminal: a line per 10 % naming the stage and method, with rate and ETA."""
+    steps = []
+    loader = blobs(n=640)  # 20 steps per epoch
+    with caplog.at_level("INFO", logger="smpq.progress"):
+        train(model(), loader, TrainConfig(epochs=2, lr=0.1, schedule="constant"), desc="finetune smpq",
+              on_step=lambda step, m: steps.append((step, m)))
+    lines = [r.getMessage() for r in caplog.records if r.name == "smpq.progress"]
+    assert len(lines) == 20 and lines[0].startswith("finetune smpq epoch 1/2:  10% (2/20 steps)")
+    assert all("steps/s" in line and "ETA " in line for line in lines)
+    assert [s for s, _ in steps] == list(range(2, 41, 2))
+    assert [m["epoch"] for _, m in steps][:3] == [0.1, 0.2, 0.3] and steps[-1][1]["epoch"] == 2.0
+    assert steps[-1][1]["train_loss"] < steps[0][1]["train_loss"]  # the window's loss, not the running mean
+
+
+def test_progress_marks_cover_short_loops():
+    from smpq.progress import Progress
+
+    bar = Progress(3, "shapley owen", unit="unit", bar=False)
+    assert [bar.update() for _ in range(3)] == [True, True, True] and bar.marks == [1, 2, 3]
+    assert "100% (3/3 units)" in bar.line()

@@ -46,7 +46,7 @@ def make_project(dest: Path) -> Path:
     for section, values in TINY.items():
         params[section].update(values)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (dest / ".gitignore").write_text("/data/\n/mlflow.db\n/mlruns/\n/.prefect/\n__pycache__/\n")
+    (dest / ".gitignore").write_text("/data/\n/mlflow.db\n/mlruns/\n/.prefect/\n__pycache__/\n/results/timings/\n")
     run(["git", "init", "-q"], dest)
     run(["dvc", "init", "-q"], dest)
     run(["dvc", "config", "core.analytics", "false"], dest)

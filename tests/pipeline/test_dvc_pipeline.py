@@ -30,8 +30,9 @@ def test_pipeline_writes_report_and_metrics(reproduced):
     assert all(math.isfinite(p["value"]) for p in shapley["players"])
     assert all(selection[m]["meets_budget"] for m in METHODS)
     metrics = json.loads((reproduced / "results/report/metrics.json").read_text())
-    assert 0.5 < metrics["fp_top1"] <= 1.0  # 2 epochs on 3 000 images: far above chance (0.1)
-    assert 0.1 < metrics["uniform_top1"] <= 1.0
+    fp = json.loads((reproduced / "results/pretrain/metrics.json").read_text())
+    assert 0.5 < fp["fp"]["top1"] <= 1.0  # 2 epochs on 3 000 images: far above chance (0.1)
+    assert 0.1 < metrics["uniform"]["top1"] <= 1.0
     card = json.loads((reproduced / "data/prepared/card.json").read_text())
     assert card["counts"] == {"train": 3000, "search_val": 500, "test": 1000}
     assert (reproduced / "results/report/accuracy_vs_bitops.png").stat().st_size > 1000
@@ -60,11 +61,36 @@ def test_mlflow_holds_one_parent_with_a_child_per_stage(reproduced):
     assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
     pretrain = next(r for r in children if r.info.run_name == "pretrain")
     assert float(pretrain.data.params["pretrain.lr"]) == 0.05
-    assert 0.5 < pretrain.data.metrics["fp_top1"] <= 1.0
+    assert 0.5 < pretrain.data.metrics["fp.top1"] <= 1.0
     assert len(client.get_metric_history(pretrain.info.run_id, "val_top1")) == 2  # one per epoch
     assert {a.path for a in client.list_artifacts(pretrain.info.run_id)} >= {"model.pt", "metrics.json", "curves.png"}
     report = next(r for r in children if r.info.run_name == "report")
     assert {a.path for a in client.list_artifacts(report.info.run_id)} >= {"report.md", "accuracy_vs_bitops.png"}
+
+
+def test_mlflow_runs_explain_themselves(reproduced):
+    client = MlflowClient(tracking_uri=f"sqlite:///{reproduced / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smpq")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the "Model training" view
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("smpq.role") == "pipeline")
+    commit = run(["git", "rev-parse", "HEAD"], reproduced).stdout.strip()
+    assert parent.info.run_name == f"avg_bits=2.5 · compact_resnet/fashion_mnist · {commit[:7]}"
+    assert parent.data.tags["mlflow.source.git.commit"] == commit and parent.data.tags["smpq.budget"] == "avg_bits=2.5"
+    assert parent.data.params["finetune.epochs"] == "1" and parent.data.metrics["fp.top1"] > 0.5
+    assert {f"{m}.top1" for m in METHODS} | {f"{m}.gbitops" for m in METHODS} <= set(parent.data.metrics)
+    artifacts = {a.path for folder in ("report", "policies") for a in client.list_artifacts(parent.info.run_id, folder)}
+    assert {"report/report.html", "report/accuracy_vs_bitops.png", "policies/smpq.yaml"} <= artifacts
+    html = (reproduced / "results/report/report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 2 and "<table>" in html  # images show in the preview
+    finetunes = {r.data.params["method"]: r for r in runs if r.info.run_name.startswith("finetune@")}
+    assert set(finetunes) == set(METHODS)
+    for method, r in finetunes.items():
+        assert r.data.params["budget"] == "avg_bits=2.5" and "finetune.methods" not in r.data.params
+        metrics = json.loads((reproduced / f"results/finetune/{method}/metrics.json").read_text())
+        assert float(r.data.params["policy.gbitops"]) == metrics["gbitops"]  # unrounded
+        assert r.data.metrics["top1"] == metrics["top1"] and len(client.get_metric_history(
+            r.info.run_id, "steps.train_loss")) > 1
 
 
 def test_changing_finetune_epochs_reruns_only_finetune_and_report(reproduced, tmp_path):
@@ -91,3 +117,31 @@ def test_budget_sweep_reuses_supernet_and_shapley(reproduced, tmp_path):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(run(["dvc", "status", "--json"], project).stdout)
     assert set(status) == {"select"}  # everything after select follows from its outputs
+
+
+def test_forced_rerun_that_reproduces_its_output_leaves_downstream_unchanged(reproduced, tmp_path):
+    project = tmp_path / "forced"
+    shutil.copytree(reproduced, project, symlinks=True)
+    before = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["finetune@uniform"]["outs"]
+    out = run(["dvc", "repro", "--force", "--single-item", "finetune@uniform"], project).stdout
+    assert "Running stage 'finetune@uniform'" in out
+    after = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["finetune@uniform"]["outs"]
+    assert after == before  # model, metrics, curves: byte-identical (the timings live elsewhere)
+    assert json.loads(run(["dvc", "status", "--json"], project).stdout) == {}  # report is not stale
+    timings = json.loads((project / "results/timings/finetune-uniform.json").read_text())
+    assert timings["train_seconds"] > 0 and len(timings["epoch_seconds"]) == 1
+
+
+def test_metrics_hold_results_not_timings_under_one_naming_scheme(reproduced):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], reproduced).stdout)
+    names = {name for rev in shown.values() for f in rev["data"].values() for name in _flat(f["data"])}
+    assert not [n for n in names if "seconds" in n or "per_second" in n]
+    assert {f"{m}.top1" for m in METHODS} | {"fp.top1", "budget.gbitops"} <= names
+    assert all("." in n for n in names)  # <subject>.<quantity> everywhere (stages/run_info.py)
+    steps = json.loads((reproduced / "results/finetune/smpq/steps.json").read_text())
+    assert len(steps) > 1 and steps[-1]["epoch"] == 1.0  # a curve, not a point, for a one-epoch fine-tune
+
+
+def _flat(data: dict, prefix: str = "") -> list[str]:
+    return [n for k, v in data.items()
+            for n in (_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])]

@@ -35,6 +35,12 @@ def keep_environment():
     os.environ.update(saved)
 
 
+@pytest.fixture
+def a_server(monkeypatch):
+    """In-process checks of the configuration: the server check (tested below in a real process) passes."""
+    monkeypatch.setattr("pipelines.serve.check_server", lambda: "http://127.0.0.1:4200/api")
+
+
 def project_with(tmp_path: Path, edit=None) -> Path:
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -55,7 +61,8 @@ def set_schedule(**values):
     (None, ["--params", "missing.yaml"], r"missing\.yaml: params file not found"),
     (lambda p: p["schedule"].update(when="now"), [], r"schedule\.when: unknown key"),
 ])
-def test_bad_schedule_or_params_stop_with_one_error_line(tmp_path, capsys, monkeypatch, edit, args, message):
+def test_bad_schedule_or_params_stop_with_one_error_line(tmp_path, capsys, monkeypatch, a_server, edit, args,
+                                                        message):
     monkeypatch.setattr(pipeline_flow(), "serve", lambda *a, **k: pytest.fail("served despite a bad configuration"))
     project = project_with(tmp_path, edit)
     with pytest.raises(SystemExit) as exit_info:
@@ -66,13 +73,13 @@ def test_bad_schedule_or_params_stop_with_one_error_line(tmp_path, capsys, monke
     assert re.search(message, err), err
 
 
-def test_a_folder_without_dvc_yaml_is_rejected(tmp_path, capsys):
+def test_a_folder_without_dvc_yaml_is_rejected(tmp_path, capsys, a_server):
     with pytest.raises(SystemExit):
         serve_main(["--project", str(tmp_path)])
     assert "no dvc.yaml here" in capsys.readouterr().err
 
 
-def test_good_configuration_serves_on_the_cron_schedule_one_run_at_a_time(tmp_path, monkeypatch):
+def test_good_configuration_serves_on_the_cron_schedule_one_run_at_a_time(tmp_path, monkeypatch, a_server):
     seen = {}
     monkeypatch.setattr(pipeline_flow(), "serve", lambda **kwargs: seen.update(kwargs))
     project = project_with(tmp_path, set_schedule(cron="30 2 * * 1-5", timezone="Europe/Berlin"))
@@ -81,6 +88,27 @@ def test_good_configuration_serves_on_the_cron_schedule_one_run_at_a_time(tmp_pa
     assert seen["parameters"] == {"project": str(project.resolve()), "params": "params.yaml"}
     (schedule,) = seen["schedules"]
     assert schedule.cron == "30 2 * * 1-5" and schedule.timezone == "Europe/Berlin"
+
+
+@pytest.mark.parametrize("api_url, message", [
+    (None, r"^error: PREFECT_API_URL is not set: .*prefect server start --host 127\.0\.0\.1"),
+    ("http://127.0.0.1:{port}/api", r"^error: PREFECT_API_URL=http://127\.0\.0\.1:\d+/api: no Prefect server "
+                                    r"there, .*unreachable.*prefect server start"),
+])
+def test_serve_without_a_server_stops_with_one_error_line_within_10_s(tmp_path, api_url, message):
+    """As a user runs it: a fresh process, a good configuration, no server (unset, or nothing listening)."""
+    project = project_with(tmp_path)
+    env = tiny_env(tmp_path)
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url.format(port=free_port())
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pipelines.serve", "--project", str(project)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), proc.stderr
+    assert elapsed < 10, f"{elapsed:.1f} s"
 
 
 # ------------------------------------------------------------------------------------ served runs (slow)
@@ -209,7 +237,7 @@ def test_triggered_deployment_runs_the_pipeline(served):
     project = served["project"]
     assert "| smpq |" in (project / "results/report/report.md").read_text()
     metrics = json.loads((project / "results/report/metrics.json").read_text())
-    assert {"fp_top1", "smpq_top1", "uniform_top1"} <= set(metrics)
+    assert {"budget", "smpq", "dmpq", "uniform"} <= set(metrics) and 0 < metrics["smpq"]["top1"] <= 1
     parent, children = pipeline_runs(project, run_id)
     assert parent.info.status == "FINISHED"
     assert sorted(r.info.run_name for r in children) == sorted(STAGES)
@@ -218,6 +246,7 @@ def test_triggered_deployment_runs_the_pipeline(served):
     artifacts = api(served["url"], "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
     (artifact,) = [a for a in artifacts if a["key"] == "smpq-run"]
     assert parent.info.run_id in artifact["data"] and "results/report/report.md" in artifact["data"]
+    assert "file://" not in artifact["data"] and "| smpq.top1 |" in artifact["data"]  # plain paths, DVC's names
     status = subprocess.run(["dvc", "status", "--json"], cwd=project, env=served["env"], capture_output=True, text=True)
     assert json.loads(status.stdout) == {}  # every stage recorded in dvc.lock, the fanned-out shapley included
 
