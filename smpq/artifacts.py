@@ -31,10 +31,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        if (renamed := _named(err, tmp, path)) is err:
+            raise
+        raise renamed from None
     return path
+
+
+def _named(err: BaseException, tmp: str | Path, path: Path) -> BaseException:
+    """An ``OSError`` about the temporary file (or folder), restated about the output it was to become."""
+    if isinstance(err, OSError) and (err.filename is None or str(err.filename).startswith(str(tmp))):
+        return type(err)(err.errno, err.strerror, str(path))
+    return err
 
 
 def replace_folder(path: str | Path, fill: Callable[[Path], None]) -> Path:
@@ -51,9 +60,11 @@ def replace_folder(path: str | Path, fill: Callable[[Path], None]) -> Path:
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / path.name)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if (renamed := _named(err, tmp, path)) is err:
+            raise
+        raise renamed from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return path

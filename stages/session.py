@@ -32,6 +32,7 @@ OS_FIXES = {
     errno.EROFS: "the file system is read-only; write the outputs to a writable one",
     errno.ENOTDIR: "a part of the path is a file, not a folder; move that file away or choose another path",
     errno.EISDIR: "a folder is in the way of a file; move it away or choose another path",
+    errno.EEXIST: "a file is in the way of a folder; move it away or choose another path",
     errno.ENOSPC: "no space left on the device; free space (e.g. dvc gc) and rerun",
     errno.EDQUOT: "disk quota exceeded; free space or raise the quota and rerun",
     errno.EFBIG: "file too large for this file system or the file-size limit (ulimit -f); raise it and rerun",
