@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import uuid
 from collections.abc import Iterator, Mapping
@@ -205,7 +206,9 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 def unavailable(uri: str, err: BaseException) -> str:
     """One line: which store failed, the first line of why, and the fix."""
-    why = " ".join(str(err).split())[:240]
+    text = " ".join(str(err).split()).split(" [SQL:")[0]  # SQLAlchemy appends the statement and a link
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)  # the socket error under MLflow's and urllib3's wrappers
+    why = found.group(1).strip() if found else text[:240]
     if uri.startswith("sqlite:"):
         fix = (f"move the damaged database aside (mv {uri.removeprefix('sqlite:///')} "
                "<name>.bad; a new one is created) or point MLFLOW_TRACKING_URI / tracking.uri at a working store")
