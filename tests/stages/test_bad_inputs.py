@@ -300,7 +300,7 @@ def test_a_file_size_limit_keeps_the_previous_outputs(project):
 
     before = project.snapshot()
     proc = subprocess.run([sys.executable, "-m", "stages.prepare", "--params", str(project.params),
-                           *map(str, project.args("prepare"))], cwd=ROOT, capture_output=True, text=True,
+                           *map(str, project.args("prepare"))], cwd=project.root, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"},
                           preexec_fn=limit, timeout=300)
     assert proc.returncode == 1, proc.stderr
