@@ -8,6 +8,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
+import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +31,42 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        if (renamed := _named(err, tmp, path)) is err:
+            raise
+        raise renamed from None
+    return path
+
+
+def _named(err: BaseException, tmp: str | Path, path: Path) -> BaseException:
+    """An ``OSError`` about the temporary file (or folder), restated about the output it was to become."""
+    if isinstance(err, OSError) and (err.filename is None or str(err.filename).startswith(str(tmp))):
+        return type(err)(err.errno, err.strerror, str(path))
+    return err
+
+
+def replace_folder(path: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Call ``fill(tmp_folder)`` and swap the finished folder in for ``path`` as a whole: a failure leaves the
+    old folder untouched, and no reader sees old and new files mixed (two renames; between them, for an
+    instant, ``path`` is absent and the old folder sits beside it as ``.<name>.old.*``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        fill(tmp)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (renamed := _named(err, tmp, path)) is err:
+            raise
+        raise renamed from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return path
 
 
@@ -68,14 +104,31 @@ def save_state_dict(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_state_dict(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a missing or corrupt file is an ``ArtifactError``."""
+    """Load a checkpoint with ``weights_only=True``; a missing, corrupt or unsafe file is a one-line
+    ``ArtifactError`` (never torch's advice to retry with pickle: the file may come from anyone)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for corrupt files
-        raise ArtifactError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+        raise ArtifactError(_unreadable(path, err)) from None
     if not isinstance(state, dict):
         raise ArtifactError(f"{path}: expected a state_dict (a dict of tensors), got {type(state).__name__}")
     return state
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why torch could not load ``path`` (safely), in one line with the fix."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return f"{path}: empty file, not a checkpoint; restore it or rerun the stage that writes it"
+    is_zip, is_pickle = head == b"PK\x03\x04", head[:1] == b"\x80" and 2 <= head[1] <= 5
+    if isinstance(err, pickle.UnpicklingError) and (is_zip or is_pickle):
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        needs = f"the Python object {found.group(1)}" if found else "Python objects other than tensors"
+        return (f"{path}: not a plain tensor checkpoint (it needs {needs} to load); do not load it with pickle, "
+                "which can run code hidden in the file; save its state_dict (tensors only) from a trusted copy")
+    what = "a damaged or truncated zip archive" if is_zip else "neither a zip archive nor a pickle"
+    return f"{path}: not a PyTorch checkpoint ({what}); restore it or rerun the stage that writes it"

@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from smpq.data.sources import DATASET_NAMES, missing_setting
 from smpq.errors import ConfigError
-from smpq.schema import as_flat_dict, in_range, one_of, parse_config
+from smpq.schema import as_flat_dict, in_range, load_yaml, one_of, parse_config
 
 __all__ = ["Params", "as_flat_dict", "load_params"]
 
@@ -32,6 +30,9 @@ DETERMINISTIC = ("within_group", "exact")
 VALUES = ("neg_kl", "neg_loss", "top1")
 EMPTY_GROUPS = ("reference", "zero")
 DIRECTIONS = ("remove", "add")
+# The models of smpq.models' registry (a test keeps the two equal; config does not import torch).
+MODEL_NAMES = ("compact_resnet", "mobilenet_v2", "resnet18", "resnet20")
+MAX_GBITOPS, MAX_SIZE_MB = 1e9, 1e9  # budget bounds, far above any real model (1e18 BitOps, 1 PB)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "compact_resnet"  # checked against the model registry when the model is built
+    name: str = field(default="compact_resnet", metadata=one_of(*MODEL_NAMES))
     pretrained: str | None = None  # local state_dict file; None = train from scratch in `pretrain`
 
 
@@ -121,8 +122,8 @@ class BudgetConfig:
     """Exactly one of ``avg_bits`` (BitOps of uniform W{b}A{b}) or ``gbitops``; ``size_mb`` optional."""
 
     avg_bits: float | None = field(default=None, metadata=in_range(*BIT_RANGE))
-    gbitops: float | None = field(default=None, metadata=in_range(0.0))
-    size_mb: float | None = field(default=None, metadata=in_range(0.0))
+    gbitops: float | None = field(default=None, metadata=in_range(0.0, MAX_GBITOPS))
+    size_mb: float | None = field(default=None, metadata=in_range(0.0, MAX_SIZE_MB))
 
     def check(self, path: str) -> None:
         if (self.avg_bits is None) == (self.gbitops is None):
@@ -220,6 +221,10 @@ class TrackingConfig:
     enabled: bool = True
     experiment: str = "smpq"
     uri: str | None = None  # None = sqlite file in the project; MLFLOW_TRACKING_URI overrides both
+    required: bool = True  # false: an unreachable tracking store is a warning and the stage runs untracked
+    timeout_s: int = field(default=5, metadata=in_range(1, 120))  # per HTTP request to a tracking server
+    retries: int = field(default=2, metadata=in_range(0, 10))  # HTTP retries (backoff 1 s, 2 s, 4 s, ...)
+    stale_hours: float = field(default=48.0, metadata=in_range(0.0))  # a RUNNING run older than this is dead
 
 
 @dataclass(frozen=True)
@@ -261,11 +266,9 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     """Read a params YAML file (plus optional dotted-key ``overrides``) into validated ``Params``."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     try:

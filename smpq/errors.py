@@ -32,6 +32,10 @@ class ShapleyError(SmpqError, ValueError):
     """Shapley estimation inputs that do not fit together (chunks, permutations, players)."""
 
 
+class TrackingUnavailable(SmpqError, RuntimeError):
+    """The experiment-tracking store cannot be reached or read; the message names it and the fix."""
+
+
 class InfeasibleBudget(BudgetError):
     """No choice fits the budget; ``minimum`` is the smallest ``budget`` of ``constraint`` that admits one."""
 

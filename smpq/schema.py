@@ -4,17 +4,52 @@ that name the key path (``pretrain.lr: -1 out of range; allowed: >= 0``). Used b
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from smpq.errors import ConfigError
 
 
 def in_range(lo: float | None = None, hi: float | None = None) -> dict:
-    """Field metadata: the value must lie in ``[lo, hi]`` (``hi`` None = no upper bound)."""
+    """Field metadata: the value must lie in ``[lo, hi]`` (``hi`` None = no upper bound). A float must be
+    finite as well (NaN compares false with every bound, infinity passes an open upper bound)."""
     return {"range": (lo, hi)}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"line {line}: duplicate key {key!r} (first set on line {seen[key]}); "
+                                  "keep only one of them")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: Path) -> Any:
+    """A YAML file's content; bad syntax or a duplicate key is one ``ConfigError`` line naming file and line."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem}); fix the syntax there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); give a YAML params file") from None
 
 
 def one_of(*allowed: str) -> dict:
@@ -101,6 +136,8 @@ def _check_value(value: Any, metadata: Mapping[str, Any], key: str) -> Any:
         return value
     if "choices" in metadata and value not in metadata["choices"]:
         raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(metadata['choices'])}")
+    if isinstance(value, float) and not math.isfinite(value) and not metadata.get("nonfinite"):
+        raise ConfigError(f"{key}: {value!r} is not allowed; give a finite number")
     if "range" in metadata:
         lo, hi = metadata["range"]
         if (lo is not None and value < lo) or (hi is not None and value > hi):

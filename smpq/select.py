@@ -9,9 +9,11 @@ bit-widths with an ILP.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from itertools import product
 
+from smpq.config import BudgetConfig
 from smpq.cost import Budget, CostTable, bitops, fixed_bitops, size_bytes
 from smpq.errors import ArtifactError, InfeasibleBudget
 from smpq.knapsack import solve_mckp
@@ -67,7 +69,7 @@ def uniform_policy(table: CostTable, fixed: Mapping[str, LayerBits], budget: Bud
         smallest = min(size_bytes(table, p) for p in candidates.values())
         raise InfeasibleBudget(f"no uniform bit pair fits the size budget {budget.size_bytes / 1e6:.6g} MB; the "
                                f"smallest uniform model is {smallest / 1e6:.6g} MB", minimum=smallest,
-                               budget=budget.size_bytes)
+                               budget=budget.size_bytes, constraint="size")
     smallest = min(bitops(table, p) for p in size_ok.values())
     raise InfeasibleBudget(f"no uniform bit pair fits the BitOps budget {budget.bitops / 1e9:.6g} GBitOps; the "
                            f"smallest feasible budget is {smallest / 1e9:.6g} GBitOps", minimum=smallest,
@@ -106,9 +108,38 @@ def _policy_infeasible(err: InfeasibleBudget, fixed_bitops: float, budget: Budge
     if err.constraint == "extra_costs":
         minimum = err.minimum + (size_budget - extra["extra_budget"])
         return InfeasibleBudget(f"size budget {size_budget / 1e6:.6g} MB is infeasible: the smallest model "
-                                f"is {minimum / 1e6:.6g} MB", minimum=minimum, budget=size_budget)
+                                f"is {minimum / 1e6:.6g} MB", minimum=minimum, budget=size_budget,
+                                constraint="size")
     minimum = err.minimum + fixed_bitops
     what = " with the size budget" if size_budget is not None else ""
     return InfeasibleBudget(f"BitOps budget {budget_bitops / 1e9:.6g} GBitOps is infeasible{what}: the smallest "
                             f"feasible budget is {minimum / 1e9:.6g} GBitOps (fixed layers included)",
                             minimum=minimum, budget=budget_bitops)
+
+
+def budget_error(err: InfeasibleBudget, cfg: BudgetConfig, table: CostTable, fixed: Mapping[str, LayerBits],
+                 path: str = "select.budget") -> InfeasibleBudget:
+    """``err`` restated for the user: the key they wrote and the smallest feasible value in its unit
+    (``avg_bits``, ``gbitops`` or ``size_mb``), rounded up so that the value given is itself feasible."""
+    if err.constraint == "size":
+        key, value, minimum = "size_mb", cfg.size_mb, _ceil(err.minimum / 1e6)
+    elif cfg.gbitops is not None:
+        key, value, minimum = "gbitops", cfg.gbitops, _ceil(err.minimum / 1e9)
+    else:  # invert avg_bits -> BitOps: fixed layers at their precision, searched layers at avg_bits²
+        searched = sum(table[name].macs for name in table.names if name not in fixed)
+        key, value = "avg_bits", cfg.avg_bits
+        minimum = _ceil(math.sqrt(max(err.minimum - fixed_bitops(table, fixed), 0) / searched))
+    also = f" with select.budget.size_mb: {cfg.size_mb:g}" if cfg.size_mb is not None and key != "size_mb" else ""
+    smallest = (f"the smallest model is {err.minimum / 1e6:.6g} MB" if key == "size_mb" else
+                f"the smallest feasible budget is {err.minimum / 1e9:.6g} GBitOps")
+    return InfeasibleBudget(f"{path}.{key}: {value:g} is infeasible{also} ({smallest}); the smallest feasible "
+                            f"{key} is {minimum:g}: set {path}.{key} to at least that", minimum=minimum,
+                            budget=value, constraint=key)
+
+
+def _ceil(x: float, digits: int = 4) -> float:
+    """``x`` rounded up to ``digits`` significant digits."""
+    if x <= 0:
+        return 0.0
+    scale = 10 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.ceil(x * scale - 1e-9) / scale

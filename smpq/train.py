@@ -51,14 +51,35 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
                            nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
+ONECYCLE_MIN_STEPS = 8  # below this, OneCycleLR's warm-up phase is < 2 steps (4 steps divide by zero)
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """Per-step learning-rate schedule: one-cycle (Smith 2018), cosine to zero, or constant."""
+    """Per-step learning-rate schedule: one-cycle (Smith 2018), cosine to zero, or constant.
+
+    Works for any positive number of steps: a one-cycle run shorter than ``ONECYCLE_MIN_STEPS`` uses the
+    same cosine warm-up and decay (lr/25 -> lr -> lr/2.5e5) as a step function, without momentum cycling.
+    """
     total = max(1, cfg.epochs * steps_per_epoch)
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total >= ONECYCLE_MIN_STEPS:
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _one_cycle(step, total))
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def _one_cycle(step: int, total: int, pct_start: float = 0.25) -> float:
+    """OneCycleLR's cosine factor of max_lr at ``step`` of ``total``, defined for every total >= 1."""
+    if total == 1:
+        return 1.0
+    peak = round(pct_start * (total - 1))  # a whole step, so that short runs reach max_lr
+    start, end = 1 / 25, 1 / 25 / 1e4
+    if step <= peak:
+        return 1.0 if peak == 0 else 1 + (start - 1) * (1 + math.cos(math.pi * step / peak)) / 2
+    frac = min(1.0, (step - peak) / (total - 1 - peak))
+    return end + (1 - end) * (1 + math.cos(math.pi * frac)) / 2
 
 
 def train(model: nn.Module, loader, cfg: TrainConfig, *, eval_loader=None, on_epoch: EpochCallback | None = None,

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from smpq.artifacts import read_json, write_json
 from smpq.cost import Budget, CostTable
+from smpq.errors import InfeasibleBudget
 from smpq.policy import Policy, fixed_bits
-from smpq.select import policy_report, select_policy, uniform_policy
+from smpq.select import budget_error, policy_report, select_policy, uniform_policy
 from stages.run_info import numeric, record_summary
 from stages.session import parse_args, session
 
@@ -38,12 +39,15 @@ def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, o
     fixed, quant = fixed_bits(params.quant.first_last, table), params.quant
     budget = Budget.from_config(params.select.budget, table, fixed)
     choose = dict(table=table, budget=budget, fixed=fixed, w_bits=quant.w_bits, a_bits=quant.a_bits)
-    policies = {
-        "smpq": select_policy(shapley_scores(read_json(shapley_dir / "shapley.json")), **choose),
-        "dmpq": select_policy(alpha_scores(read_json(supernet_dir / "alpha.json")), **choose),
-        "uniform": uniform_policy(**choose),
-        "dmpq_argmax": Policy.load(supernet_dir / "dmpq_argmax.yaml"),
-    }
+    try:
+        policies = {
+            "smpq": select_policy(shapley_scores(read_json(shapley_dir / "shapley.json")), **choose),
+            "dmpq": select_policy(alpha_scores(read_json(supernet_dir / "alpha.json")), **choose),
+            "uniform": uniform_policy(**choose),
+            "dmpq_argmax": Policy.load(supernet_dir / "dmpq_argmax.yaml"),
+        }
+    except InfeasibleBudget as err:  # in the unit and under the key the user wrote
+        raise budget_error(err, params.select.budget, table, fixed) from None
     summary = {}
     for method, policy in policies.items():
         policy.save(out / f"{method}.yaml")

@@ -1,16 +1,17 @@
 """What every stage entry point shares: arguments, logging, params, tracking and clean failures.
 
 A stage is ``python -m stages.<name> --params params.yaml --<input> PATH ... --out PATH``; every path
-comes from ``dvc.yaml``. Known failures (bad params, missing inputs, divergence) end with one line
-``error: ...`` and exit status 1; the stage's outputs are written atomically, so none is half-written.
+comes from ``dvc.yaml``. Known failures (bad params, missing inputs, divergence, a file system that refuses a
+write, an unusable tracking store) end with one line ``error: ...`` and exit status 1; the stage's outputs
+are written atomically, so none is half-written. A stop signal ends the stage's run KILLED.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,11 +22,24 @@ from smpq.artifacts import write_json
 from smpq.config import Params, load_params
 from smpq.errors import SmpqError
 from stages.run_info import describe_pipeline_run, numeric, stage_params
-from stages.tracking import Tracker, stage_run
+from stages.tracking import Tracker, stage_run, stop_on_signals
 
 log = logging.getLogger("smpq.stage")
 
-KNOWN_FAILURES = (SmpqError, FileNotFoundError)  # anything else is a bug and keeps its traceback
+KNOWN_FAILURES = (SmpqError, OSError)  # anything else is a bug and keeps its traceback
+# The fix for each file-system refusal (OSError.errno), said after the path it concerns.
+OS_FIXES = {
+    errno.EACCES: "permission denied; make the folder writable (chmod u+w) or run as its owner",
+    errno.EPERM: "operation not permitted; make the folder writable (chmod u+w) or run as its owner",
+    errno.EROFS: "the file system is read-only; write the outputs to a writable one",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; move that file away or choose another path",
+    errno.EISDIR: "a folder is in the way of a file; move it away or choose another path",
+    errno.EEXIST: "a file is in the way of a folder; move it away or choose another path",
+    errno.ENOSPC: "no space left on the device; free space (e.g. dvc gc) and rerun",
+    errno.EDQUOT: "disk quota exceeded; free space or raise the quota and rerun",
+    errno.EFBIG: "file too large for this file system or the file-size limit (ulimit -f); raise it and rerun",
+    errno.ENOENT: "no such file or folder; run the stage that produces it first or fix the path",
+}
 
 
 @dataclass
@@ -80,7 +94,7 @@ def tracked(name: str, params: Params, root: Path, sections: tuple[str, ...]) ->
 def session(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> Iterator[Session]:
     """Load params, open the stage's tracked run; a known failure ends in one ``error:`` line, exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _terminated)  # a killed stage still closes its MLflow run as FAILED
+    stop_on_signals()  # a stage stopped by SIGTERM, SIGINT, SIGHUP, ... still ends its MLflow run (KILLED)
     root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
     try:
         params = load_params(args.params)
@@ -88,10 +102,14 @@ def session(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> I
             yield Session(name, params, args, tracker, root)
     except KNOWN_FAILURES as err:
         log.debug("stage %s failed", name, exc_info=True)
-        print(f"error: stage '{name}' failed: {err}", file=sys.stderr)
+        print(f"error: stage '{name}' failed: {describe(err)}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
+def describe(err: BaseException) -> str:
+    """One line: an ``SmpqError``'s message, or an ``OSError``'s path, what went wrong and the fix."""
+    if not isinstance(err, OSError) or isinstance(err, SmpqError):
+        return " ".join(str(err).split())
+    path = err.filename if err.filename is not None else "(unknown path)"
+    fix = OS_FIXES.get(err.errno, f"{err.strerror or err}; check the path and the file system")
+    return f"{path}: {fix}"

@@ -131,3 +131,49 @@ def test_flat_dict_for_logging():
     flat = as_flat_dict(Params().quant, "quant")
     assert flat == {"quant.w_bits": [2, 3, 4, 8], "quant.a_bits": [2, 3, 4, 8],
                     "quant.first_last.w_bits": 8, "quant.first_last.a_bits": 8}
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("pretrain", "lr", float("nan")), ("pretrain", "lr", float("inf")), ("finetune", "momentum", float("nan")),
+    ("shapley", "truncation", float("nan")), ("select", "budget", {"gbitops": float("inf")}),
+    ("select", "budget", {"gbitops": float("nan")}), ("select", "budget", {"avg_bits": 3, "size_mb": float("inf")}),
+    ("supernet", "single_path", float("-inf"))])
+def test_non_finite_floats_are_rejected_with_the_key_path(tmp_path, section, key, value):
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}.*(nan|inf).* not allowed; give a finite number"):
+        load_params(write(tmp_path, {section: {key: value}}))
+
+
+def test_budget_values_are_bounded(tmp_path):
+    with pytest.raises(ConfigError, match=r"select\.budget\.gbitops: 1e\+20 out of range; allowed: \[0.0, 1"):
+        load_params(write(tmp_path, {"select": {"budget": {"gbitops": 1e20}}}))
+
+
+def test_a_duplicate_key_is_an_error_naming_the_key_and_its_line(tmp_path):
+    path = write(tmp_path, {})
+    lines = path.read_text().splitlines()
+    at = lines.index("shapley:") + 1
+    lines[at:at] = ["  max_permutations: 4", "  max_permutations: 6"]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    assert str(err.value) == (f"{path}: line {at + 2}: duplicate key 'max_permutations' (first set on line "
+                              f"{at + 1}); keep only one of them")
+
+
+def test_malformed_yaml_is_one_line_with_line_and_column(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\ndata:\n  dataset: [fashion_mnist\n  root: null\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}:") and "not valid YAML" in message
+    assert message.split(":")[1:3] == ["4", "7"] and message.endswith("fix the syntax there")
+
+
+def test_model_name_is_checked_on_load_against_the_registry(tmp_path):
+    from smpq.config import MODEL_NAMES
+    from smpq.models import list_models
+
+    assert sorted(MODEL_NAMES) == sorted(list_models())
+    with pytest.raises(ConfigError, match=r"model\.name: 'resnet50' is not allowed; allowed: compact_resnet, "):
+        load_params(write(tmp_path, {"model": {"name": "resnet50"}}))

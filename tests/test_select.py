@@ -109,3 +109,31 @@ def test_policy_report(table):
     assert report["budget_gbitops"] == pytest.approx(used / 1e9 + 2) and report["meets_budget"] is True
     assert policy_report(table, policy, Budget(used - 1))["meets_budget"] is False
     assert policy_report(table, policy, Budget(used, 1.0))["meets_budget"] is False
+
+
+@pytest.mark.parametrize("form", ["avg_bits", "gbitops", "size_mb"])
+def test_an_infeasible_budget_names_its_key_and_the_smallest_feasible_value_in_its_unit(table, form):
+    from smpq.config import BudgetConfig
+    from smpq.cost import budget_bitops
+    from smpq.select import budget_error
+
+    scores = random_scores(table, np.random.default_rng(0))
+    cfg = {"avg_bits": BudgetConfig(avg_bits=1.5), "gbitops": BudgetConfig(gbitops=1e-6),
+           "size_mb": BudgetConfig(avg_bits=8, size_mb=1e-4)}[form]
+    budget = Budget.from_config(cfg, table, FIXED)
+    with pytest.raises(InfeasibleBudget) as info:
+        select_policy(scores, table, budget, FIXED, w_bits=W_BITS, a_bits=A_BITS)
+    err = budget_error(info.value, cfg, table, FIXED)
+    message = str(err)
+    assert message.startswith(f"select.budget.{form}: {getattr(cfg, form):g} is infeasible")
+    assert message.endswith(f"the smallest feasible {form} is {err.minimum:g}: set select.budget.{form} to at least "
+                            "that")
+    minimum = err.minimum
+    fitting = {"avg_bits": BudgetConfig(avg_bits=minimum), "gbitops": BudgetConfig(gbitops=minimum),
+               "size_mb": BudgetConfig(avg_bits=8, size_mb=minimum)}[form]
+    select_policy(scores, table, Budget.from_config(fitting, table, FIXED), FIXED, w_bits=W_BITS, a_bits=A_BITS)
+    below = minimum * (1 - 2e-3)  # the value is rounded up to 4 significant digits, not further
+    if form == "avg_bits":
+        assert budget_bitops(table, FIXED, avg_bits=below) < info.value.minimum
+    else:
+        assert below < info.value.minimum / (1e9 if form == "gbitops" else 1e6)

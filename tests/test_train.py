@@ -6,7 +6,7 @@ from torch import nn
 
 from smpq.config import TrainConfig
 from smpq.errors import TrainingDiverged
-from smpq.train import evaluate, fit, iterate_forever, train
+from smpq.train import evaluate, fit, iterate_forever, make_scheduler, train
 
 
 def blobs(seed: int = 0, n: int = 256):
@@ -106,3 +106,23 @@ def test_progress_marks_cover_short_loops():
     bar = Progress(3, "shapley owen", unit="unit", bar=False)
     assert [bar.update() for _ in range(3)] == [True, True, True] and bar.marks == [1, 2, 3]
     assert "100% (3/3 units)" in bar.line()
+
+
+@pytest.mark.parametrize("steps", range(1, 9))
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+def test_every_schedule_runs_any_positive_number_of_steps(schedule, steps):
+    """Short runs (e.g. 512 samples in batches of 128 = 4 steps) train to the end with finite, positive lrs
+    that peak at ``lr`` (one-cycle and constant) and never exceed it (pretrain, finetune and the supernet
+    share this loop; the supernet's cosine schedule is the ``cosine`` case)."""
+    net, lrs = model(), []
+    cfg = TrainConfig(epochs=1, lr=0.1, schedule=schedule)
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr)
+    scheduler = make_scheduler(optimizer, cfg, steps)
+    fit(net, blobs(n=32 * steps), optimizer, epochs=1, scheduler=scheduler, progress=False,
+        before_step=lambda step: lrs.append(optimizer.param_groups[0]["lr"]))
+    assert len(lrs) == steps
+    assert all(0 < lr <= 0.1 + 1e-12 for lr in lrs)
+    if schedule != "cosine":
+        assert max(lrs) == pytest.approx(0.1)
+    history = train(model(), blobs(n=32 * steps), cfg, progress=False)
+    assert len(history) == 1 and history[0]["lr"] >= 0

@@ -120,9 +120,48 @@ def test_pretrained_missing_file(tmp_path) -> None:
 def test_pretrained_corrupt_file(tmp_path) -> None:
     path = tmp_path / "corrupt.pt"
     path.write_bytes(torch.randint(0, 256, (512,), generator=torch.Generator().manual_seed(0)).byte().numpy().tobytes())
-    with pytest.raises(ArtifactError, match="not a readable PyTorch checkpoint") as err:
+    with pytest.raises(ArtifactError) as err:
         create_model("compact_resnet", 10, 1, pretrained=path)
-    assert str(path) in str(err.value)
+    assert str(err.value) == (f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); restore it "
+                              "or rerun the stage that writes it")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("kind", ["zip", "raw_pickle"])
+def test_a_checkpoint_that_needs_pickle_is_refused_without_pickle_advice(tmp_path, capsys, kind) -> None:
+    import pickle
+
+    path = tmp_path / "payload.pt"
+    if kind == "zip":
+        torch.save({"fc.weight": _Payload()}, path)
+    else:
+        path.write_bytes(pickle.dumps({"fc.weight": _Payload()}, protocol=2))
+    with pytest.raises(ArtifactError) as err:
+        create_model("compact_resnet", 10, 1, pretrained=path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a plain tensor checkpoint (it needs ")
+    assert message.endswith("); do not load it with pickle, which can run code hidden in the file; save its "
+                            "state_dict (tensors only) from a trusted copy")
+    assert "weights_only" not in message and "\n" not in message
+    assert "never run" not in capsys.readouterr().out
+
+
+def test_truncated_and_empty_checkpoints_say_what_is_wrong(tmp_path) -> None:
+    good = tmp_path / "good.pt"
+    torch.save(create_model("compact_resnet", 10, 1).state_dict(), good)
+    truncated, empty = tmp_path / "truncated.pt", tmp_path / "empty.pt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    empty.write_bytes(b"")
+    with pytest.raises(ArtifactError) as err:
+        create_model("compact_resnet", 10, 1, pretrained=truncated)
+    assert str(err.value) == (f"{truncated}: not a PyTorch checkpoint (a damaged or truncated zip archive); restore "
+                              "it or rerun the stage that writes it")
+    with pytest.raises(ArtifactError, match=r"empty\.pt: empty file, not a checkpoint; restore it or rerun"):
+        create_model("compact_resnet", 10, 1, pretrained=empty)
 
 
 def test_pretrained_shape_mismatch_names_key_and_shapes(tmp_path) -> None:
