@@ -23,12 +23,12 @@ import yaml
 from pipelines.dag import stage_command
 from smpq.artifacts import read_json, write_json
 from smpq.config import load_params
-from smpq.cost import Budget, CostTable
-from smpq.policy import Policy, fixed_bits
+from smpq.cost import CostTable
+from smpq.policy import Policy
 from smpq.select import policy_report, select_policy
 from smpq.shapley.estimate import shapley_values
 from stages import finetune
-from stages.select import shapley_scores
+from stages.select import selection_problem, shapley_scores
 from stages.shapley_worker import STAGE, build_game, stage_inputs
 
 log = logging.getLogger("bench.game_variant")
@@ -57,10 +57,9 @@ def qat(params, paths, policy: Policy, name: str, out: Path) -> float:
 def choose(params, paths, values: dict) -> tuple[Policy, str, dict]:
     """The ``select`` stage's ``smpq`` rule: (policy, its label, its cost report)."""
     table = CostTable.load(paths.calibrate)
-    fixed, quant = fixed_bits(params.quant.first_last, table), params.quant
-    budget = Budget.from_config(params.select.budget, table, fixed)
-    policy = select_policy(values, table=table, budget=budget, fixed=fixed, w_bits=quant.w_bits, a_bits=quant.a_bits)
-    return policy, policy.label(exclude=(table.first, table.last)), policy_report(table, policy, budget)
+    problem = selection_problem(params, table)
+    policy = select_policy(values, **problem)
+    return policy, policy.label(exclude=(table.first, table.last)), policy_report(table, policy, problem["budget"])
 
 
 def budget_params(params_path: Path, base: dict, run: dict):

@@ -34,11 +34,17 @@ def alpha_scores(alpha: dict) -> dict[tuple[str, str, int], float]:
             for bits, prob in zip(group["bits"], group["probabilities"])}
 
 
-def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, out: Path, results: Path) -> dict:
-    table = CostTable.load(calibrate_dir)
+def selection_problem(params, table: CostTable) -> dict:
+    """The keyword arguments every method's selection shares: costs, budget, fixed layers, candidates."""
     fixed, quant = fixed_bits(params.quant.first_last, table), params.quant
     budget = Budget.from_config(params.select.budget, table, fixed)
-    choose = dict(table=table, budget=budget, fixed=fixed, w_bits=quant.w_bits, a_bits=quant.a_bits)
+    return dict(table=table, budget=budget, fixed=fixed, w_bits=quant.w_bits, a_bits=quant.a_bits)
+
+
+def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, out: Path, results: Path) -> dict:
+    table = CostTable.load(calibrate_dir)
+    choose = selection_problem(params, table)
+    budget, fixed = choose["budget"], choose["fixed"]
     try:
         policies = {
             "smpq": select_policy(shapley_scores(read_json(shapley_dir / "shapley.json")), **choose),
