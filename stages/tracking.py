@@ -94,18 +94,25 @@ def _dvc_ancestor_id() -> str | None:
 
 
 class Tracker:
-    """Logs to one MLflow run through explicit ids (safe in threads and subprocesses)."""
+    """Logs to one MLflow run through explicit ids (safe in threads and subprocesses).
 
-    def __init__(self, client: Any, run_id: str):
+    A store that fails mid-stage (server gone, database locked or damaged) is one ``TrackingUnavailable``
+    error naming the store and the fix; with ``required: false`` it is one warning, and the stage goes on
+    untracked."""
+
+    def __init__(self, client: Any, run_id: str, uri: str = "", required: bool = True):
         self.client = client
         self.run_id = run_id
+        self.uri = uri
+        self.required = required
+        self.lost = False  # the store failed and tracking.required is false: further calls are no-ops
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self._record(self.client.log_batch, self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import time
@@ -115,18 +122,31 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if isinstance(v, (int, float))]
         if items:
-            self.client.log_batch(self.run_id, metrics=items)
+            self._record(self.client.log_batch, self.run_id, metrics=items)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            self._record(self.client.log_artifacts, self.run_id, str(path), artifact_path)
         elif path.exists():
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+            self._record(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         """A JSON/YAML artifact straight from memory (e.g. the α table of one epoch)."""
-        self.client.log_dict(self.run_id, data, artifact_file)
+        self._record(self.client.log_dict, self.run_id, data, artifact_file)
+
+    def _record(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        """``call(*args, **kwargs)``; a store failure is one error (or, not required, one warning)."""
+        if self.lost:
+            return
+        try:
+            call(*args, **kwargs)
+        except _store_errors() as err:
+            problem = unavailable(self.uri, err)
+            if self.required:
+                raise TrackingUnavailable(f"{problem}, or set tracking.required: false to run untracked") from None
+            log.warning("%s; the rest of this stage runs untracked (tracking.required: false)", problem)
+            self.lost = True
 
 
 class NullTracker(Tracker):
@@ -159,7 +179,7 @@ def stage_run(stage: str, cfg: TrackingConfig, root: Path) -> Iterator[Tracker]:
         return
     client, run_id, parent = opened
     try:
-        yield Tracker(client, run_id)
+        yield Tracker(client, run_id, tracking_uri(cfg, root), cfg.required)
     except BaseException as err:
         status, reason = ("KILLED", f"signal {signal.Signals(err.signum).name}") if isinstance(err, StageKilled) \
             else ("KILLED", "interrupted") if isinstance(err, KeyboardInterrupt) \
