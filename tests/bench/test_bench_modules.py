@@ -42,6 +42,7 @@ def test_a_bad_bench_override_is_a_config_error_naming_the_key(tmp_path):
     assert not any(tmp_path.iterdir())  # refused before anything was copied or trained
 
 
+@pytest.mark.slow  # a whole tiny bench.methods run (module fixture): minutes
 def test_methods_table_covers_every_method_and_meets_budgets(tiny_methods):
     out, report = tiny_methods
     assert json.loads((out / "methods.json").read_text())["summary"] == report["summary"]
@@ -57,6 +58,7 @@ def test_methods_table_covers_every_method_and_meets_budgets(tiny_methods):
     assert methods.main(["--render", "--out", str(out)])["summary"] == report["summary"]  # no training again
 
 
+@pytest.mark.slow  # a whole tiny bench.methods run (module fixture): minutes
 def test_methods_per_seed_diagnostics(tiny_methods):
     out, report = tiny_methods
     seed = report["seeds"][0]
@@ -71,6 +73,7 @@ def test_methods_per_seed_diagnostics(tiny_methods):
     assert report["paired_gaps"][0]["smpq_minus_dmpq"][0] == pytest.approx(top1["smpq"] - top1["dmpq"])
 
 
+@pytest.mark.slow  # a whole tiny bench.methods run (module fixture): minutes
 def test_methods_reuse_reruns_only_shapley_onward_with_the_overrides(tiny_methods, tmp_path):
     out, _ = tiny_methods
     report = methods.main(["--tiny", "--seeds", "0", "--budgets", "3", "--out", str(tmp_path), "--threads", "1",
@@ -87,6 +90,7 @@ def test_methods_reuse_reruns_only_shapley_onward_with_the_overrides(tiny_method
         methods.main(["--tiny", "--seeds", "5", "--budgets", "3", "--out", str(tmp_path / "x"), "--reuse", str(out)])
 
 
+@pytest.mark.slow  # a whole tiny bench.methods run (module fixture): minutes
 def test_reliability_compares_two_seeds_on_the_tiny_supernet(tiny_methods, tmp_path):
     from bench import reliability
 
@@ -100,6 +104,7 @@ def test_reliability_compares_two_seeds_on_the_tiny_supernet(tiny_methods, tmp_p
     assert (tmp_path / "reliability.json").exists()
 
 
+@pytest.mark.slow  # a whole tiny bench.methods run (module fixture): minutes
 def test_game_variant_reproduces_the_recorded_smpq_run_then_pairs_the_variant(tiny_methods, tmp_path, capsys):
     from bench import game_variant
 
@@ -123,6 +128,7 @@ def test_reliability_refuses_a_project_without_a_supernet(tmp_path):
         reliability.main(["--project", str(tmp_path)])
 
 
+@pytest.mark.slow  # dvc repro of a tiny copy plus an MLflow project: minutes
 @pytest.mark.skipif(not stage_costs.TIME.exists(), reason="/usr/bin/time is not installed")
 def test_time_report_is_parsed(tmp_path):
     report = tmp_path / "time.txt"
@@ -167,6 +173,7 @@ def test_coalition_benchmark_runs_on_a_small_batch(capsys):
     assert "masked/fixed" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # starts local Dask clusters of 1 and 2 workers
 def test_worker_benchmark_gives_identical_estimates_on_one_and_two_dask_workers(tmp_path, capsys):
     from bench import shapley_workers
 

@@ -5,11 +5,14 @@ import math
 import shutil
 import time
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from smpq.shapley.estimate import run_units
 from tests.pipeline.conftest import run
+
+pytestmark = pytest.mark.slow  # one whole tiny `dvc repro` (session fixture) and reruns: minutes
 
 METHODS = ("smpq", "dmpq", "uniform")
 STAGES = {"prepare", "pretrain", "calibrate", "supernet", "shapley", "select", "report"} | {
