@@ -11,6 +11,7 @@ earlier copy's outputs and ``dvc.lock``, so DVC reruns only the stages whose par
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ import yaml
 
 from pipelines.dag import all_outputs, metrics_files, stage_order, stage_outputs
 from smpq.config import Params, as_flat_dict, load_params
+
+log = logging.getLogger("bench.workspace")
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCRATCH = Path("/tmp/smpq_bench")
@@ -155,10 +158,13 @@ def repro(ws: Workspace, stages: list[str], threads: int | None = None) -> dict[
     """``dvc repro --single-item`` of each stage in turn; the seconds of those that ran (DVC skips the rest)."""
     env = clean_env(ws.root, threads)
     seconds = {}
-    for stage in stages:
+    for i, stage in enumerate(stages, 1):
         out, took = sh(["dvc", "repro", "--single-item", stage], ws.root, env)
-        if f"Running stage '{stage}'" in out:
+        ran = f"Running stage '{stage}'" in out
+        if ran:
             seconds[stage] = took
+        log.info("%s: stage %d/%d %s %s", ws.root.name, i, len(stages), stage,
+                 f"ran in {took:.0f} s" if ran else "up to date")  # progress of a long benchmark (issue 14)
     return seconds
 
 
