@@ -12,6 +12,11 @@ Runners (``fanout.runner``); the result never depends on the runner, the worker 
   processes (one thread each), or on the running scheduler at ``$SMPQ_DASK_ADDRESS`` / ``fanout.dask_address``;
   that cluster's workers must have this project installed and see the project folder at the same path.
 
+Kernels (``runtime.cpu_kernels``, README "Reproducibility"): with ``pinned`` the worker processes of the
+``processes`` and local ``dask`` runners start with the pinned kernel variables, so their chunks compute what
+the pinned ``dvc repro`` stage does; ``threads`` runs in the flow's own process, whose kernels were fixed when
+it loaded torch (a warning says so unless that process was started pinned).
+
 A flow's task runner is fixed when the flow is defined, so the fan-out is a subflow given its runner with
 ``shapley_fanout.with_options(task_runner=task_runner(fanout))``.
 """
@@ -30,6 +35,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 
 from pipelines.dag import commit_stage, stage_command
 from smpq.config import load_params
+from stages.kernels import pin
 from stages.session import tracked
 from stages.shapley import SECTIONS, finish, record
 from stages.shapley_worker import STAGE, chunk_plan, one_torch_thread, release_games, run_chunk, stage_inputs
@@ -51,14 +57,14 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 
 
 @contextmanager
-def local_workers() -> Iterator[None]:
-    """Start local Dask workers with ``WORKER_ENV`` only; the cluster also exports variables into this process
-    (``WORKER_ENV``, ``PYTHONHASHSEED``, ...), so the environment is put back afterwards (later stages keep
-    their OpenMP threads)."""
+def local_workers(kernels: dict[str, str] | None = None) -> Iterator[None]:
+    """Start local Dask workers with ``WORKER_ENV`` (and the ``kernels`` variables) only; the cluster also
+    exports variables into this process (``WORKER_ENV``, ``PYTHONHASHSEED``, ...), so the environment is put
+    back afterwards (later stages keep their OpenMP threads)."""
     import dask.config
     import distributed  # noqa: F401  (registers the distributed config that is changed below)
 
-    with restored(), dask.config.set({"distributed.nanny.pre-spawn-environ": dict(WORKER_ENV)}):
+    with restored(), dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV | (kernels or {})}):
         yield
 
 
@@ -116,10 +122,26 @@ def worker_api_url() -> dict[str, str]:
     return {"PREFECT_API_URL": str(context.client.api_url)} if context and context.client else {}
 
 
-def run_fanout(project: str, pipeline_id: str, fanout) -> dict:
-    """The fan-out subflow on the runner ``fanout`` names, its worker processes reporting to this API."""
-    workers = local_workers() if fanout.runner == "dask" else nullcontext()
-    with environment(**worker_api_url()), workers:
+def worker_kernels(cpu_kernels: str, runner: str) -> tuple[dict[str, str], str | None]:
+    """The kernel variables the runner's worker processes start with (``runtime.cpu_kernels``), and a warning
+    when the runner cannot honour them (threads in a flow process that loaded torch unpinned)."""
+    kernels = pin(cpu_kernels, environ={})
+    unpinned = {k: v for k, v in kernels.items() if os.environ.get(k) != v}
+    if runner != "threads" or not unpinned:
+        return kernels, None
+    return kernels, ("runtime.cpu_kernels is pinned, but the threads runner computes in this flow process, which "
+                     "loaded torch with its native kernels; use fanout.runner: processes or dask, or start the "
+                     "flow with " + " ".join(f"{k}={v}" for k, v in unpinned.items()))
+
+
+def run_fanout(project: str, pipeline_id: str, fanout, cpu_kernels: str = "native") -> dict:
+    """The fan-out subflow on the runner ``fanout`` names, its worker processes reporting to this API and
+    started with the kernels of ``cpu_kernels``."""
+    kernels, warning = worker_kernels(cpu_kernels, fanout.runner)
+    if warning:
+        get_run_logger().warning(warning)
+    workers = local_workers(kernels) if fanout.runner == "dask" else nullcontext()
+    with environment(**worker_api_url(), **kernels), workers:
         return shapley_fanout.with_options(task_runner=task_runner(fanout))(project, pipeline_id)
 
 

@@ -53,14 +53,14 @@ def stage_task():
     return task(name="dvc-stage", task_run_name="{stage}", retries=0)(run_stage)
 
 
-def run_shapley(root: Path, pipeline_id: str, fanout) -> None:
+def run_shapley(root: Path, pipeline_id: str, fanout, cpu_kernels: str = "native") -> None:
     """The fan-out subflow on the runner ``fanout`` names, unless ``dvc status`` says nothing changed."""
     from pipelines.fanout import run_fanout
 
     if not stage_changed(root, FANOUT_STAGE):
         run_logger().info("Stage '%s' didn't change, skipping", FANOUT_STAGE)
         return
-    run_fanout(str(root), pipeline_id, fanout)
+    run_fanout(str(root), pipeline_id, fanout, cpu_kernels)
 
 
 def load_settings(root: Path, params: str):
@@ -109,7 +109,7 @@ def smpq_pipeline(project: str = ".", params: str = "params.yaml") -> dict:
     try:
         for stage in stages:
             if stage == FANOUT_STAGE:
-                run_shapley(root, pipeline_id, settings.fanout)
+                run_shapley(root, pipeline_id, settings.fanout, settings.runtime.cpu_kernels)
             else:
                 stage_task()(stage, str(root), pipeline_id)
     except BaseException:

@@ -14,10 +14,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipelines.fanout import local_cluster_kwargs, local_workers, task_runner
+from pipelines.fanout import local_cluster_kwargs, local_workers, task_runner, worker_kernels
 from smpq.config import FanoutConfig
 from smpq.shapley.estimate import combine, sample_units, shapley_values
 from smpq.shapley.sampling import chunk_indices
+from stages.kernels import PINNED_ENV
 from tests.pipeline.conftest import tiny_env
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this test module
@@ -91,6 +92,30 @@ def test_task_runner_follows_the_fanout_section(monkeypatch):
     monkeypatch.setenv("SMPQ_DASK_ADDRESS", "tcp://127.0.0.1:9999")
     overridden = task_runner(FanoutConfig(runner="dask", dask_address="tcp://127.0.0.1:8786"))
     assert overridden.address == "tcp://127.0.0.1:9999"
+
+
+def test_pinned_kernels_reach_the_local_dask_workers(monkeypatch):
+    from distributed import Client, LocalCluster
+
+    for key in PINNED_ENV:
+        monkeypatch.delenv(key, raising=False)
+    kernels, warning = worker_kernels("pinned", "dask")
+    assert kernels == PINNED_ENV and warning is None
+    with local_workers(kernels), LocalCluster(**local_cluster_kwargs(1)) as cluster, Client(cluster) as client:
+        worker_env = client.run(lambda: dict(os.environ)).popitem()[1]
+    assert {k: worker_env.get(k) for k in PINNED_ENV} == PINNED_ENV
+    assert all(key not in os.environ for key in PINNED_ENV)  # this process keeps its own kernels
+
+
+def test_the_threads_runner_warns_that_it_cannot_pin_a_running_process(monkeypatch):
+    for key in PINNED_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert worker_kernels("native", "threads") == ({}, None)
+    kernels, warning = worker_kernels("pinned", "threads")
+    assert kernels == PINNED_ENV and "fanout.runner: processes or dask" in warning
+    for key, value in PINNED_ENV.items():
+        monkeypatch.setenv(key, value)  # a flow process started pinned: nothing to warn about
+    assert worker_kernels("pinned", "threads") == (PINNED_ENV, None)
 
 
 DRIVER = textwrap.dedent("""
