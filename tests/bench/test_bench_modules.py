@@ -191,3 +191,12 @@ def test_budget_specs_fine_tune_seeds_and_their_spread():
             for k in (0, 1)}
     assert methods.finetune_spread([{"budgets": runs}], ["3"], [0, 1]) == pytest.approx(0.01 / 2 ** 0.5)
     assert methods.finetune_spread([{"budgets": runs}], ["3"], [None]) is None
+
+
+def test_qat_proxy_taus_rank_loss_downwards_and_top1_upwards():
+    from bench.qat_proxy import taus
+
+    reference = {"a": 0.90, "b": 0.89, "c": 0.88}
+    agreeing = {"a": {"val_top1": 0.8, "val_loss": 0.3, "top1": 0.7}, "b": {"val_top1": 0.7, "val_loss": 0.4,
+                "top1": 0.6}, "c": {"val_top1": 0.6, "val_loss": 0.5, "top1": 0.9}}
+    assert taus(agreeing, reference) == pytest.approx({"val_top1": 1.0, "val_loss": 1.0, "top1": -1 / 3})
