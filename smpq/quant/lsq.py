@@ -9,6 +9,7 @@ gradient is multiplied by ``g = 1 / sqrt(N · Q_max)`` (LSQ §2.2), N = number o
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -40,6 +41,16 @@ def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Value of ``x`` in forward, gradient multiplied by ``scale`` in backward (LSQ's step grad scale)."""
     scaled = x * scale
     return (x - scaled).detach() + scaled
+
+
+def fp32_region(x: torch.Tensor) -> tuple[contextlib.AbstractContextManager, torch.Tensor]:
+    """(context, input) for quantizer arithmetic: under autocast (``runtime.precision`` bf16/fp16) the
+    context leaves autocast and a half-precision input is cast to fp32, so the step, the integer grid and
+    the rounding stay fp32; without autocast, no context and the input unchanged (fp32 runs are untouched)."""
+    if not torch.is_autocast_enabled(x.device.type):
+        return contextlib.nullcontext(), x
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    return torch.autocast(x.device.type, enabled=False), x.float() if half else x
 
 
 def fake_quantize(x: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
@@ -93,6 +104,11 @@ class LSQQuantizer(nn.Module):
         self.step = nn.Parameter(torch.ones(channels) if channels is not None else torch.tensor(1.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        region, x = fp32_region(x)
+        with region:
+            return self._quantize(x)
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         step = self._broadcast_step(x)
         n_per_step = x.numel() // (self.channels or 1)
         step = grad_scale(step, 1.0 / math.sqrt(max(n_per_step, 1) * self.qmax))
