@@ -94,8 +94,12 @@ def split_fits(nbytes: int, device: torch.device, *, free_bytes: int | None = No
 def cpu_state(state: dict[str, Any]) -> dict[str, Any]:
     """A ``state_dict`` with every tensor on the CPU, so the checkpoint loads on any machine (tensors already
     on the CPU are kept as they are: a CPU run writes the same bytes as before)."""
-    return {k: v.detach().cpu() if isinstance(v, torch.Tensor) and v.device.type != "cpu" else v
-            for k, v in state.items()}
+    if all(not isinstance(v, torch.Tensor) or v.device.type == "cpu" for v in state.values()):
+        return state  # the very object (an OrderedDict with torch's ``_metadata``): identical bytes
+    moved = type(state)((k, v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        moved._metadata = state._metadata  # type: ignore[attr-defined]
+    return moved
 
 
 ONE_CPU_PROCESS = Execution()  # the default: one process on the CPU in fp32, as before devices existed
