@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from smpq.config import RuntimeConfig
 from smpq.device import Execution, resolve_device
-from smpq.distributed import synchronise_batchnorm
+from smpq.distributed import shard_batches, synchronise_batchnorm
 from smpq.errors import ConfigError
 
 log = logging.getLogger("smpq.stage")
@@ -81,7 +81,8 @@ def stop(execution: Execution) -> None:
 
 
 def place(model: torch.nn.Module, execution: Execution) -> torch.nn.Module:
-    """``model`` on the device, its batch norm synchronised across the processes of a DDP run."""
+    """``model`` on the device; in a DDP run its batch norm synchronised across the processes and its
+    activation quantizers told the batch is sharded."""
     if execution.distributed:
-        synchronise_batchnorm(model)
+        shard_batches(synchronise_batchnorm(model), execution.world_size)
     return model.to(execution.device)

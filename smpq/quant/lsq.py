@@ -91,7 +91,11 @@ class LSQQuantizer(nn.Module):
     step is 1.0 until ``init_step`` or a calibrated value (``set_step``) replaces it.
     The gradient scale uses N = ``x.numel() / steps`` of the tensor being quantized, i.e. for
     activations the whole batch (elements sharing the one step), for weights the weights of one channel.
+    In a DDP run an activation quantizer sees one shard of the global batch: ``batch_shards`` (the number of
+    processes, set by ``smpq.distributed.shard_batches``) restores N to the global batch's element count.
     """
+
+    batch_shards = 1  # processes the batch is split across (activation quantizers only); not saved
 
     def __init__(self, bits: int, signed: bool, channels: int | None = None) -> None:
         super().__init__()
@@ -110,7 +114,7 @@ class LSQQuantizer(nn.Module):
 
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         step = self._broadcast_step(x)
-        n_per_step = x.numel() // (self.channels or 1)
+        n_per_step = x.numel() * self.batch_shards // (self.channels or 1)
         step = grad_scale(step, 1.0 / math.sqrt(max(n_per_step, 1) * self.qmax))
         return fake_quantize(x, step.clamp_min(STEP_EPS), self.qmin, self.qmax)
 
