@@ -26,7 +26,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from smpq.device import Execution
-from smpq.quant.lsq import LSQQuantizer
 
 
 def wrap(model: nn.Module, execution: Execution, *, find_unused: bool = False) -> nn.Module:
@@ -66,8 +65,8 @@ def average_gradients(params: list[nn.Parameter], execution: Execution) -> None:
 def shard_batches(model: nn.Module, world_size: int) -> nn.Module:
     """Tell every activation quantizer (LSQ) of ``model`` that it sees 1/``world_size`` of each batch, so its
     step-size gradient scale is that of the global batch (exact when the shards are equal in size)."""
-    for module in model.modules():
-        if isinstance(module, LSQQuantizer) and module.channels is None:
+    for module in model.modules():  # LSQQuantizer by its attributes: the stages' shared code stays quant-free
+        if hasattr(module, "batch_shards") and getattr(module, "channels", 0) is None:
             module.batch_shards = world_size
     return model
 

@@ -122,7 +122,7 @@ def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: i
         start = time.perf_counter()
         model.train()
         totals, window = _Totals(), _Totals()
-        bar = Progress(len(batches), f"{desc} epoch {epoch + 1}/{epochs}", bar=progress)
+        bar = Progress(len(batches), f"{desc} epoch {epoch + 1}/{epochs}", bar=progress and execution.is_main)
         for images, labels in batches.epoch(epoch):
             images, labels = execution.to_device(images), execution.to_device(labels)
             if before_step is not None:

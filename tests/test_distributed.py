@@ -76,3 +76,28 @@ def test_two_gloo_processes_train_like_one(tmp_path):
         gap = float((value.double() - ranks[0][key].double()).abs().max())
         assert gap <= TOLERANCE, (key, gap)
     assert not torch.equal(one["0.weight"], small_cnn().state_dict()["0.weight"])  # training moved it
+
+
+def test_sharded_activation_quantizer_scales_the_step_gradient_by_the_global_batch():
+    """Two shards with ``batch_shards=2``: their step gradients sum to the whole batch's in one process."""
+    from smpq.distributed import shard_batches
+    from smpq.quant import LSQQuantizer
+
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    whole, sharded = LSQQuantizer(4, signed=True), shard_batches(nn.Sequential(LSQQuantizer(4, signed=True)), 2)[0]
+    whole(x).sum().backward()
+    for part in x.chunk(2):
+        sharded(part).sum().backward()
+    assert sharded.batch_shards == 2
+    assert torch.allclose(whole.step.grad, sharded.step.grad, rtol=1e-6, atol=0)
+
+
+def test_relaunch_only_outside_torchrun_and_with_several_processes():
+    from smpq.config import RuntimeConfig
+    from stages.launch import relaunch, torchrun_command
+
+    assert relaunch("stages.finetune", RuntimeConfig(processes=1), [], {}) is None
+    assert relaunch("stages.finetune", RuntimeConfig(processes=2), [], {"LOCAL_RANK": "0"}) is None
+    command = torchrun_command("stages.finetune", 2, ["--params", "p.yaml"])
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                           "stages.finetune", "--params", "p.yaml"]
