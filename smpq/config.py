@@ -8,6 +8,7 @@ serve library users who build configs in code. Optional keys (``null`` allowed) 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ EMPTY_GROUPS = ("reference", "zero")
 DIRECTIONS = ("remove", "add")
 # The models of smpq.models' registry (a test keeps the two equal; config does not import torch).
 MODEL_NAMES = ("compact_resnet", "mobilenet_v2", "resnet18", "resnet20")
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtypes of training (smpq.device)
 MAX_GBITOPS, MAX_SIZE_MB = 1e9, 1e9  # budget bounds, far above any real model (1e18 BitOps, 1 PB)
 
 
@@ -230,10 +232,20 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class RuntimeConfig:
     """CPU kernels: ``native`` (fastest for this CPU) or ``pinned`` (the same bits on any x86-64 CPU; set
-    before torch loads, by the stage entry point: stages/kernels.py). ``threads``: fixed count, or None."""
+    before torch loads, by the stage entry point: stages/kernels.py). ``threads``: fixed count, or None.
+    ``device``: where models, batches and the game live (``auto`` = CUDA when available); ``precision``: the
+    autocast dtype of training forwards (quantizer rounding stays fp32, smpq.device); ``processes``: > 1
+    relaunches pretrain, supernet and finetune under torchrun with that many DDP workers (stages/launch.py)."""
 
     cpu_kernels: str = field(default="native", metadata=one_of("native", "pinned"))
     threads: int | None = field(default=None, metadata=in_range(1))
+    device: str = "auto"  # checked by check(): auto | cpu | cuda | cuda:N
+    precision: str = field(default="fp32", metadata=one_of(*PRECISIONS))
+    processes: int = field(default=1, metadata=in_range(1, 1024))
+
+    def check(self, path: str) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"{path}.device: {self.device!r} is not a device; allowed: auto, cpu, cuda, cuda:N")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ Metrics leave through callbacks (the stages forward them to MLflow): ``on_epoch`
 log line with rate and ETA without one), with the train loss/top-1 of the steps since the last mark, so
 even a one-epoch fine-tune has a curve. Extra per-step work (e.g. the supernet's α update on
 ``search_val``) plugs in through ``before_step``.
+
+``execution`` (``smpq.device``) says where: batches move to its device, forwards run under its autocast
+precision, and in a DDP run (``smpq.distributed``) the loop steps a DDP wrapper of the model on each
+process's shard of the global batch; the metrics are then those of the global batch on every process.
+One process in fp32 runs exactly the operations it ran before devices existed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from smpq.config import TrainConfig
+from smpq.device import ONE_CPU_PROCESS, Execution
+from smpq.distributed import all_reduce_sum, batch_loss, wrap
 from smpq.errors import TrainingDiverged
 from smpq.progress import Progress
 
@@ -84,25 +91,30 @@ def _one_cycle(step: int, total: int, pct_start: float = 0.25) -> float:
 
 def train(model: nn.Module, loader, cfg: TrainConfig, *, eval_loader=None, on_epoch: EpochCallback | None = None,
           on_step: StepCallback | None = None, before_step: StepHook | None = None, desc: str = "train",
-          progress: bool = True) -> list[dict[str, float]]:
-    """Train ``model`` with the recipe ``cfg``; returns one metrics dict per epoch."""
+          progress: bool = True, execution: Execution = ONE_CPU_PROCESS) -> list[dict[str, float]]:
+    """Train ``model`` (already on ``execution.device``) with the recipe ``cfg``; one metrics dict per epoch."""
     optimizer = make_optimizer((p for p in model.parameters() if p.requires_grad), cfg)
     scheduler = make_scheduler(optimizer, cfg, len(loader))
     return fit(model, loader, optimizer, epochs=cfg.epochs, scheduler=scheduler, eval_loader=eval_loader,
-               on_epoch=on_epoch, on_step=on_step, before_step=before_step, desc=desc, progress=progress)
+               on_epoch=on_epoch, on_step=on_step, before_step=before_step, desc=desc, progress=progress,
+               execution=execution)
 
 
 def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: int, scheduler=None,
         eval_loader=None, on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None,
         before_step: StepHook | None = None, after_step: StepHook | None = None, desc: str = "train",
-        progress: bool = True) -> list[dict[str, float]]:
+        progress: bool = True, execution: Execution = ONE_CPU_PROCESS,
+        find_unused: bool = False) -> list[dict[str, float]]:
     """Cross-entropy training for ``epochs``; evaluates ``eval_loader`` after each epoch if given.
 
     ``before_step(global_step)`` runs before every weight step (the DARTS-style α step, a single-path draw),
     ``after_step(global_step)`` after it; ``on_step(step, metrics)`` at each tenth of an epoch with
     ``step`` (steps done), fractional ``epoch``, ``train_loss``/``train_top1`` since the last mark, ``lr``.
-    A non-finite loss stops training with ``TrainingDiverged`` naming the epoch and step.
+    A non-finite loss stops training with ``TrainingDiverged`` naming the epoch and step. ``find_unused``:
+    some parameters may get no gradient in a step (DDP must then look for them).
     """
+    forward = wrap(model, execution, find_unused=find_unused)
+    scaler = execution.grad_scaler()
     batches = Batches(loader)
     history: list[dict[str, float]] = []
     step = 0
@@ -110,23 +122,24 @@ def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: i
         start = time.perf_counter()
         model.train()
         totals, window = _Totals(), _Totals()
-        bar = Progress(len(batches), f"{desc} epoch {epoch + 1}/{epochs}", bar=progress)
+        bar = Progress(len(batches), f"{desc} epoch {epoch + 1}/{epochs}", bar=progress and execution.is_main)
         for images, labels in batches.epoch(epoch):
+            images, labels = execution.to_device(images), execution.to_device(labels)
             if before_step is not None:
                 before_step(step)
                 model.train()
-            logits = model(images)
-            loss = nn.functional.cross_entropy(logits, labels)
-            _check_finite(loss, epoch, step, desc)
+            with execution.autocast():
+                logits = forward(images)
+                loss, stats = batch_loss(logits, labels, execution)
+            _check_finite(stats, epoch, step, desc)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            _step(loss, optimizer, scaler)
             if scheduler is not None:
                 scheduler.step()
             if after_step is not None:
                 after_step(step)
-            totals.add(loss.detach(), logits.detach(), labels)
-            window.add(loss.detach(), logits.detach(), labels)
+            totals.add(*stats)
+            window.add(*stats)
             step += 1
             if bar.update(loss=totals.loss, top1=totals.top1):
                 if on_step is not None:
@@ -138,7 +151,7 @@ def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: i
         metrics = {"train_loss": totals.loss, "train_top1": totals.top1,
                    "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - start}
         if eval_loader is not None:
-            metrics.update({f"val_{k}": v for k, v in evaluate(model, eval_loader).items()})
+            metrics.update({f"val_{k}": v for k, v in evaluate(model, eval_loader, execution=execution).items()})
         metrics["epoch"] = epoch + 1
         log.info("%s epoch %d/%d: %s", desc, epoch + 1, epochs, _fmt(metrics))
         history.append(metrics)
@@ -147,17 +160,36 @@ def fit(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, epochs: i
     return history
 
 
+def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """Backward and optimizer step, through the fp16 loss scaler when there is one."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, *, progress: bool = False, desc: str = "eval") -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy (fraction in [0, 1]) in eval mode."""
+def evaluate(model: nn.Module, loader, *, progress: bool = False, desc: str = "eval",
+             execution: Execution = ONE_CPU_PROCESS) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy (fraction in [0, 1]) in eval mode, in fp32; in a DDP run each
+    process evaluates its shard and the totals are summed over the processes."""
     was_training = model.training
     model.eval()
     totals = _Totals()
     for images, labels in tqdm(Batches(loader).epoch(0), desc=desc, disable=None if progress else True,
                                leave=False):
+        images, labels = execution.to_device(images), execution.to_device(labels)
         logits = model(images)
-        totals.add(nn.functional.cross_entropy(logits, labels), logits, labels)
+        if labels.numel():
+            loss = nn.functional.cross_entropy(logits, labels)
+            totals.add(labels.numel(), float(loss) * labels.numel(), int((logits.argmax(dim=1) == labels).sum()))
     model.train(was_training)
+    if execution.distributed:
+        totals.n, totals.loss_sum, totals.correct = all_reduce_sum([totals.n, totals.loss_sum, totals.correct],
+                                                                   execution)
     return {"loss": totals.loss, "top1": totals.top1}
 
 
@@ -169,11 +201,11 @@ class _Totals:
         self.loss_sum = 0.0
         self.correct = 0
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        n = labels.numel()
+    def add(self, n: int, loss_sum: float, correct: int) -> None:
+        """One batch: its examples, summed loss and correct predictions."""
         self.n += n
-        self.loss_sum += float(loss) * n
-        self.correct += int((logits.argmax(dim=1) == labels).sum())
+        self.loss_sum += loss_sum
+        self.correct += correct
 
     @property
     def loss(self) -> float:
@@ -184,8 +216,9 @@ class _Totals:
         return self.correct / max(self.n, 1)
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, step: int, desc: str) -> None:
-    value = float(loss.detach())
+def _check_finite(stats: tuple[int, float, int], epoch: int, step: int, desc: str) -> None:
+    """``stats`` are the global batch's, so every process of a DDP run stops at the same step."""
+    value = stats[1] / max(stats[0], 1)
     if not math.isfinite(value):
         raise TrainingDiverged(f"{desc}: loss became {value} at epoch {epoch + 1}, step {step}; "
                                "lower the learning rate (lr in params.yaml) or check the input data")

@@ -13,6 +13,7 @@ from torch import nn
 from smpq.artifacts import read_json
 from smpq.config import Params
 from smpq.data import CARD_FILE, load_image_set, make_loader
+from smpq.device import ONE_CPU_PROCESS, Execution
 from smpq.models import create_model
 
 MODEL_FILE = "model.pt"  # a model's state_dict, written by pretrain (float) and finetune (quantized)
@@ -29,10 +30,13 @@ class Prepared:
         return load_image_set(self.folder / f"{split}.pt")
 
     def loader(self, split: str, *, batch_size: int, seed: int, shuffle: bool = False, augment: bool = False,
-               samples_per_epoch: int | None = None):
+               samples_per_epoch: int | None = None, execution: Execution = ONE_CPU_PROCESS):
+        """Seeded batches of ``split`` on ``execution``'s device; in a DDP run, this process's shard of each
+        global batch of ``batch_size``."""
         norm = self.card["normalization"]
         return make_loader(self.images(split), batch_size=batch_size, mean=norm["mean"], std=norm["std"],
-                           shuffle=shuffle, seed=seed, augment=augment, samples_per_epoch=samples_per_epoch)
+                           shuffle=shuffle, seed=seed, augment=augment, samples_per_epoch=samples_per_epoch,
+                           device=execution.device, shard=(execution.rank, execution.world_size))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

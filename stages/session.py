@@ -20,9 +20,11 @@ from pathlib import Path
 
 from smpq.artifacts import write_json
 from smpq.config import Params, load_params
+from smpq.device import ONE_CPU_PROCESS, Execution
 from smpq.errors import SmpqError
+from stages import launch
 from stages.run_info import describe_pipeline_run, numeric, stage_params
-from stages.tracking import Tracker, stage_run, stop_on_signals
+from stages.tracking import NullTracker, Tracker, stage_run, stop_on_signals
 
 log = logging.getLogger("smpq.stage")
 
@@ -49,6 +51,7 @@ class Session:
     args: argparse.Namespace
     tracker: Tracker
     root: Path
+    execution: Execution = ONE_CPU_PROCESS
 
     def record(self, metrics: dict, *artifacts: Path, timings: dict | None = None) -> None:
         """The stage's final metrics (named as DVC shows them) and its output files or folders on its MLflow
@@ -58,7 +61,7 @@ class Session:
             self.tracker.log_artifact(artifact)
         if timings:
             self.tracker.log_metrics(numeric(timings))
-            if getattr(self.args, "timings", None) is not None:
+            if getattr(self.args, "timings", None) is not None and self.execution.is_main:
                 write_json(self.args.timings, timings)
 
     def log_step(self, step: int, metrics: dict) -> None:
@@ -91,19 +94,42 @@ def tracked(name: str, params: Params, root: Path, sections: tuple[str, ...]) ->
 
 
 @contextmanager
-def session(name: str, args: argparse.Namespace, sections: tuple[str, ...]) -> Iterator[Session]:
-    """Load params, open the stage's tracked run; a known failure ends in one ``error:`` line, exit 1."""
+def session(name: str, args: argparse.Namespace, sections: tuple[str, ...], *,
+            module: str | None = None, argv: list[str] | None = None) -> Iterator[Session]:
+    """Load params, resolve the device (and the DDP process group under torchrun), open the stage's tracked
+    run on the main process only; a known failure ends in one ``error:`` line, exit 1. A training stage
+    passes its ``module`` (and ``argv``): with ``runtime.processes > 1`` it is re-run under torchrun."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop_on_signals()  # a stage stopped by SIGTERM, SIGINT, SIGHUP, ... still ends its MLflow run (KILLED)
     root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
     try:
         params = load_params(args.params)
-        with tracked(name, params, root, sections) as tracker:
-            yield Session(name, params, args, tracker, root)
+        if module is not None and (status := launch.relaunch(module, params.runtime, argv, os.environ)) is not None:
+            if status != 0:
+                raise SmpqError(f"the {params.runtime.processes} torchrun workers exited with status {status} "
+                                "(their own error lines are above)")
+            raise SystemExit(0)
+        execution = launch.start(params.runtime, os.environ)
+        try:
+            with _tracked_on_main(name, params, root, sections, execution) as tracker:
+                yield Session(name, params, args, tracker, root, execution)
+        finally:
+            launch.stop(execution)
     except KNOWN_FAILURES as err:
         log.debug("stage %s failed", name, exc_info=True)
         print(f"error: stage '{name}' failed: {describe(err)}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+@contextmanager
+def _tracked_on_main(name: str, params: Params, root: Path, sections: tuple[str, ...],
+                     execution: Execution) -> Iterator[Tracker]:
+    """The stage's tracked run in the main process; the other DDP workers log nothing (one run per stage)."""
+    if not execution.is_main:
+        yield NullTracker()
+        return
+    with tracked(name, params, root, sections) as tracker:
+        yield tracker
 
 
 def describe(err: BaseException) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from smpq.config import Params
+from smpq.device import resolve_device
 from smpq.errors import ConfigError
 from smpq.shapley.estimate import run_units, sample_units
 from smpq.shapley.game import supernet_game
@@ -79,16 +80,16 @@ def chunk_plan(params: Params) -> list[range]:
 
 def seeded_batch(prepared, params: Params, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``size`` images of ``split`` drawn with the run's seed: value batches come from ``search_val`` (never
-    ``test``), BN recalibration batches (``shapley.bn_recalibration``) from ``train``."""
+    ``test``), BN recalibration batches (``shapley.bn_recalibration``) from ``train``; on ``runtime.device``."""
     loader = prepared.loader(split, batch_size=size, seed=params.seed, shuffle=True)
     loader.set_epoch(0)
-    return next(iter(loader))
+    return tuple(t.to(resolve_device(params.runtime.device)) for t in next(iter(loader)))  # the game's device
 
 
 @torch.no_grad()
 def full_precision_logits(params: Params, prepared, paths: ShapleyPaths, images: torch.Tensor) -> torch.Tensor:
     """Logits of the pretrained float model, the reference of the ``neg_kl`` value (computed once)."""
-    model = build_model(params, prepared, paths.pretrain / MODEL_FILE).eval()
+    model = build_model(params, prepared, paths.pretrain / MODEL_FILE).eval().to(images.device)
     return torch.cat([model(chunk) for chunk in images.split(params.shapley.batch_size)])
 
 
@@ -96,16 +97,15 @@ def build_game(params: Params, paths: ShapleyPaths) -> Game:
     """Load the trained supernet, freeze it, and wrap it as the coalition game on the value batches."""
     cfg = params.shapley
     prepared = load_prepared(paths.prepared)
-    supernet, _ = load_supernet(params, prepared, paths.pretrain, paths.calibrate, paths.supernet / "supernet.pt")
-    supernet.eval().freeze().set_empty_group(cfg.empty_group, cfg.reference_bits)
     images, labels = seeded_batch(prepared, params, "search_val", cfg.batch_size * cfg.batches)
+    supernet, _ = load_supernet(params, prepared, paths.pretrain, paths.calibrate, paths.supernet / "supernet.pt")
+    supernet.to(images.device).eval().freeze().set_empty_group(cfg.empty_group, cfg.reference_bits)
     recal = (seeded_batch(prepared, params, "train", cfg.batch_size * cfg.bn_recalibration)[0].split(cfg.batch_size)
              if cfg.bn_recalibration else ())
     fp_logits = full_precision_logits(params, prepared, paths, images) if cfg.value == "neg_kl" else None
     value_fn = supernet_game(supernet, images, labels, cfg.value, fp_logits=fp_logits, batch_size=cfg.batch_size,
                              recalibration=recal)
-    players = supernet.players()
-    return Game(value_fn, players, player_groups(players))
+    return Game(value_fn, supernet.players(), player_groups(supernet.players()))
 
 
 _GAMES: dict[int, tuple[tuple, Game]] = {}  # thread id -> (inputs key, game): the last game of each thread

@@ -32,7 +32,7 @@ def augment_batch(batch: torch.Tensor, generator: torch.Generator) -> torch.Tens
     grid = torch.arange(height)[:, None] * padded_width + torch.arange(width)
     grids = torch.stack([grid, grid.flip(1)])  # [plain, mirrored] pixel maps
     index = (dy * padded_width + dx)[:, None, None] + grids[flip.long()]
-    index = index.view(n, 1, height * width).expand(n, channels, height * width)
+    index = index.to(batch.device).view(n, 1, height * width).expand(n, channels, height * width)
     return padded.view(n, channels, -1).gather(2, index).view(n, channels, height, width)
 
 
@@ -51,4 +51,6 @@ class Normaliser:
         self.shift = mean_t / std_t
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.scale.device != batch.device:  # the first batch on an accelerator: move the constants once
+            self.scale, self.shift = self.scale.to(batch.device), self.shift.to(batch.device)
         return batch.to(torch.float32).mul_(self.scale).sub_(self.shift)

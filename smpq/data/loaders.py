@@ -7,6 +7,13 @@ before iterating (``smpq.train`` does); without it every pass repeats epoch 0.
 
 Speed: batches are built whole — one uint8 gather, one vectorised augmentation, one fused normalise —
 instead of collating per-sample ``__getitem__`` results (``num_workers`` is 0).
+
+Devices: given an accelerator ``device``, an in-memory split moves there once, when the loader is made,
+if its uint8 images fit the rule of ``smpq.device.split_fits`` (at most a quarter of the free device
+memory); otherwise it stays in host memory and each uint8 batch is pinned and copied asynchronously.
+Either way the batch is normalised on the device. Data-parallel: with ``shard=(rank, world)`` the loader
+builds the same global batch (same order, same augmentation draws) and yields its examples
+``rank, rank + world, ...``, as a ``DistributedSampler`` with the per-process batch ``batch_size / world``.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from smpq.data.batch_ops import Normaliser, augment_batch
-from smpq.data.image_sets import ImageSet
+from smpq.data.image_sets import ImageSet, TensorImages
 from smpq.data.seeding import torch_generator
+from smpq.device import split_fits
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +39,7 @@ class BatchLoader:
 
     def __init__(self, images: ImageSet, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
                  shuffle: bool, seed: int, augment: bool = False, samples_per_epoch: int | None = None,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, device: torch.device | None = None, shard: tuple[int, int] = (0, 1)) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if samples_per_epoch is not None and samples_per_epoch < 1:
@@ -48,6 +56,8 @@ class BatchLoader:
             log.warning("samples_per_epoch %d exceeds the %d images; using all of them each epoch",
                         samples_per_epoch, len(images))
         self.epoch = 0
+        self.rank, self.world = shard
+        self.images, self.transfer_to = _place(images, device)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order, subsample and augmentation the next iteration uses."""
@@ -71,15 +81,33 @@ class BatchLoader:
         generator = torch_generator(self.seed, self.epoch, STREAM_AUGMENT) if self.augment else None
         for b in range(len(self)):
             idx = indices[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = self.images.batch(idx)
+            batch, labels = self.images.batch(idx), self.images.labels[idx]
             if generator is not None:
                 batch = augment_batch(batch, generator)
-            yield self.normalise(batch), self.images.labels[idx]
+            if self.world > 1:
+                batch, labels = batch[self.rank::self.world], labels[self.rank::self.world]
+            if self.transfer_to is not None:
+                batch = batch.pin_memory().to(self.transfer_to, non_blocking=True)
+                labels = labels.pin_memory().to(self.transfer_to, non_blocking=True)
+            yield self.normalise(batch), labels
 
 
 def make_loader(images: ImageSet, *, batch_size: int, mean: Sequence[float], std: Sequence[float], shuffle: bool,
                 seed: int, augment: bool = False, samples_per_epoch: int | None = None,
-                drop_last: bool = False) -> BatchLoader:
+                drop_last: bool = False, device: torch.device | None = None,
+                shard: tuple[int, int] = (0, 1)) -> BatchLoader:
     """A ``BatchLoader`` over ``images``; see the module docstring for how seed and epoch fix the batches."""
     return BatchLoader(images, batch_size=batch_size, mean=mean, std=std, shuffle=shuffle, seed=seed,
-                       augment=augment, samples_per_epoch=samples_per_epoch, drop_last=drop_last)
+                       augment=augment, samples_per_epoch=samples_per_epoch, drop_last=drop_last, device=device,
+                       shard=shard)
+
+
+def _place(images: ImageSet, device: torch.device | None) -> tuple[ImageSet, torch.device | None]:
+    """(the image set to read batches from, the device each batch is copied to, or None): an in-memory split
+    that fits moves to the device now; one that does not (or a folder of files) is copied batch by batch."""
+    if device is None or device.type == "cpu":
+        return images, None
+    if isinstance(images, TensorImages) and split_fits(images.images.numel(), device):
+        return TensorImages(images.images.to(device), images.labels.to(device)), None
+    log.info("the split stays in host memory (does not fit smpq.device.split_fits); pinned batch copies")
+    return images, device

@@ -9,6 +9,7 @@ gradient is multiplied by ``g = 1 / sqrt(N · Q_max)`` (LSQ §2.2), N = number o
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -40,6 +41,16 @@ def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Value of ``x`` in forward, gradient multiplied by ``scale`` in backward (LSQ's step grad scale)."""
     scaled = x * scale
     return (x - scaled).detach() + scaled
+
+
+def fp32_region(x: torch.Tensor) -> tuple[contextlib.AbstractContextManager, torch.Tensor]:
+    """(context, input) for quantizer arithmetic: under autocast (``runtime.precision`` bf16/fp16) the
+    context leaves autocast and a half-precision input is cast to fp32, so the step, the integer grid and
+    the rounding stay fp32; without autocast, no context and the input unchanged (fp32 runs are untouched)."""
+    if not torch.is_autocast_enabled(x.device.type):
+        return contextlib.nullcontext(), x
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    return torch.autocast(x.device.type, enabled=False), x.float() if half else x
 
 
 def fake_quantize(x: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
@@ -80,7 +91,11 @@ class LSQQuantizer(nn.Module):
     step is 1.0 until ``init_step`` or a calibrated value (``set_step``) replaces it.
     The gradient scale uses N = ``x.numel() / steps`` of the tensor being quantized, i.e. for
     activations the whole batch (elements sharing the one step), for weights the weights of one channel.
+    In a DDP run an activation quantizer sees one shard of the global batch: ``batch_shards`` (the number of
+    processes, set by ``smpq.distributed.shard_batches``) restores N to the global batch's element count.
     """
+
+    batch_shards = 1  # processes the batch is split across (activation quantizers only); not saved
 
     def __init__(self, bits: int, signed: bool, channels: int | None = None) -> None:
         super().__init__()
@@ -93,8 +108,13 @@ class LSQQuantizer(nn.Module):
         self.step = nn.Parameter(torch.ones(channels) if channels is not None else torch.tensor(1.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        region, x = fp32_region(x)
+        with region:
+            return self._quantize(x)
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         step = self._broadcast_step(x)
-        n_per_step = x.numel() // (self.channels or 1)
+        n_per_step = x.numel() * self.batch_shards // (self.channels or 1)
         step = grad_scale(step, 1.0 / math.sqrt(max(n_per_step, 1) * self.qmax))
         return fake_quantize(x, step.clamp_min(STEP_EPS), self.qmin, self.qmax)
 

@@ -12,6 +12,10 @@ masks the frozen supernet (eval mode, no gradients; what an empty group means is
 that differs run once per batch and are replayed (``smpq.shapley.prefix``), with bit-identical values.
 With ``recalibration`` images, every coalition is evaluated with batch-norm statistics re-estimated on them
 for that coalition (``smpq.supernet.batchnorm``), instead of the mixture's; no prefix is replayed then.
+
+Devices: the game runs where the supernet and the images are (the caller puts both on one device, e.g. a
+GPU); the per-image values come back to the CPU as numpy arrays. The coalitions of one ``many`` call share
+the replayed prefix but each runs its own forward of the layers after it (no batching of coalitions).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class SupernetGame:
                         logits = self._replay.replay(images, starts)
                 values[k].append(self._per_image(logits, labels, offset))
             offset += len(images)
-        return [torch.cat(v).numpy() for v in values]
+        return [torch.cat(v).cpu().numpy() for v in values]
 
     def _recalibrated(self, mask: np.ndarray) -> np.ndarray:
         self.supernet.eval()
@@ -82,7 +86,7 @@ class SupernetGame:
             logits = [self.supernet(images) for images, _ in self._batches]
         offsets = np.cumsum([0] + [len(images) for images, _ in self._batches])
         return torch.cat([self._per_image(lg, labels, int(o))
-                          for lg, (_, labels), o in zip(logits, self._batches, offsets)]).numpy()
+                          for lg, (_, labels), o in zip(logits, self._batches, offsets)]).cpu().numpy()
 
     def _per_image(self, logits: torch.Tensor, labels: torch.Tensor, offset: int) -> torch.Tensor:
         if self.value == "top1":

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smpq.quant import Calibration, LSQQuantizer
+from smpq.quant.lsq import fp32_region
 from smpq.supernet.cache import FrozenCache
 from smpq.supernet.mixing import (
     FULL_PRECISION,
@@ -123,7 +124,10 @@ class _MixedQuantLayer:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._frozen:
             return self._frozen_forward(x)
-        return self._op(self.mixed_input(x), self.mixed_weight())
+        region, x = fp32_region(x)  # the mixtures stay fp32 under autocast; the conv/linear op need not
+        with region:
+            x_mix, w_mix = self.mixed_input(x), self.mixed_weight()
+        return self._op(x_mix, w_mix)
 
     @torch.no_grad()
     def _frozen_forward(self, x: torch.Tensor) -> torch.Tensor:

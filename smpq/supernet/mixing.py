@@ -64,7 +64,7 @@ def effective_step(quantizer: LSQQuantizer, numel: int) -> torch.Tensor:
     ``grad_scale``, whose forward value can differ from the raw step in the last bit; reproducing it
     keeps a one-candidate mixture bit-identical to ``QuantConv2d``/``QuantLinear``.
     """
-    scale = 1.0 / math.sqrt(max(numel, 1) * quantizer.qmax)
+    scale = 1.0 / math.sqrt(max(numel * quantizer.batch_shards, 1) * quantizer.qmax)
     return grad_scale(quantizer.step, scale).clamp_min(STEP_EPS)
 
 

@@ -26,6 +26,8 @@ from torch import nn
 
 from smpq.config import SupernetConfig
 from smpq.cost import bitops
+from smpq.device import ONE_CPU_PROCESS, Execution
+from smpq.distributed import average_gradients, batch_loss
 from smpq.errors import DataError, TrainingDiverged
 from smpq.supernet.single_path import SinglePathSteps
 from smpq.supernet.supernet import Supernet
@@ -38,7 +40,8 @@ SINGLE_PATH_STREAM = 7  # the single-path draws' own random stream of the run's 
 
 
 def search(supernet: Supernet, train_loader, val_loader, cfg: SupernetConfig, target_bitops: float, *,
-           seed: int = 0, on_epoch: EpochCallback | None = None, progress: bool = True) -> list[dict[str, float]]:
+           seed: int = 0, on_epoch: EpochCallback | None = None, progress: bool = True,
+           execution: Execution = ONE_CPU_PROCESS) -> list[dict[str, float]]:
     """Train weights on ``train_loader`` and α on ``val_loader`` (search_val) for ``cfg.epochs`` epochs.
 
     Weights: SGD (lr, momentum, weight decay) with a cosine schedule over all steps; α: Adam
@@ -48,6 +51,8 @@ def search(supernet: Supernet, train_loader, val_loader, cfg: SupernetConfig, ta
     the ``cfg.single_path`` fraction of weight steps (drawn with ``seed``): one candidate per group.
     Returns ``fit``'s per-epoch metrics extended with ``alpha_task_loss``, ``complexity_loss``,
     ``alpha_steps``, ``expected_gbitops``, ``argmax_gbitops``, ``target_gbitops`` and ``alpha_entropy``.
+    ``execution``: the supernet is already on its device; weight steps run at its precision, α steps in fp32;
+    in a DDP run both gradients are averaged over the processes (the single-path draws, seeded alike, agree).
     """
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0 or len(val_loader) == 0:
@@ -57,7 +62,7 @@ def search(supernet: Supernet, train_loader, val_loader, cfg: SupernetConfig, ta
     optimizer = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))
     alpha_step = AlphaStep(supernet, iterate_forever(val_loader), cfg, target_bitops,
-                           warmup_steps=cfg.warmup_epochs * steps_per_epoch)
+                           warmup_steps=cfg.warmup_epochs * steps_per_epoch, execution=execution)
     before, after = alpha_step, None
     if cfg.single_path > 0:
         paths = SinglePathSteps(supernet, cfg.single_path, np.random.default_rng([seed, SINGLE_PATH_STREAM]))
@@ -67,7 +72,8 @@ def search(supernet: Supernet, train_loader, val_loader, cfg: SupernetConfig, ta
         with supernet.coalition(None):
             return fit(supernet, train_loader, optimizer, epochs=cfg.epochs, scheduler=scheduler,
                        eval_loader=val_loader, on_epoch=alpha_step.epoch_callback(on_epoch),
-                       before_step=before, after_step=after, desc="supernet", progress=progress)
+                       before_step=before, after_step=after, desc="supernet", progress=progress,
+                       execution=execution, find_unused=cfg.single_path > 0)
     finally:
         _set_requires_grad(alphas, True)
         _set_requires_grad(weights, True)
@@ -77,8 +83,10 @@ class AlphaStep:
     """The α half of the alternation, called by ``fit`` before every weight step (``before_step``)."""
 
     def __init__(self, supernet: Supernet, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-                 cfg: SupernetConfig, target_bitops: float, warmup_steps: int) -> None:
+                 cfg: SupernetConfig, target_bitops: float, warmup_steps: int,
+                 execution: Execution = ONE_CPU_PROCESS) -> None:
         self.supernet = supernet
+        self.execution = execution
         self.batches = batches
         self.cfg = cfg
         self.target_bitops = float(target_bitops)
@@ -93,25 +101,29 @@ class AlphaStep:
     def __call__(self, step: int) -> None:
         if step < self.warmup_steps:
             return
-        images, labels = next(self.batches)
+        images, labels = (self.execution.to_device(t) for t in next(self.batches))
         _set_requires_grad(self.weights, False)
         _set_requires_grad(self.alphas, True)
         try:
             self.supernet.train()
-            task = nn.functional.cross_entropy(self.supernet(images), labels)
+            task, stats = batch_loss(self.supernet(images), labels, self.execution)
             complexity = self.supernet.complexity_loss(self.target_bitops, self.cfg.complexity_weight,
                                                        self.cfg.complexity_form)
             loss = task + complexity
-            if not math.isfinite(float(loss.detach())):
-                raise TrainingDiverged(f"supernet α step {step}: loss became {float(loss.detach())}; "
+            # the global batch's value, so that every process of a DDP run stops at the same step
+            value = float(loss.detach()) if not self.execution.distributed else \
+                stats[1] / stats[0] + float(complexity.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"supernet α step {step}: loss became {value}; "
                                        "lower supernet.alpha_lr or supernet.complexity_weight in params.yaml")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(self.alphas, self.execution)
             self.optimizer.step()
         finally:
             _set_requires_grad(self.alphas, False)
             _set_requires_grad(self.weights, True)
-        self._task_sum += float(task.detach())
+        self._task_sum += float(task.detach()) if not self.execution.distributed else stats[1] / stats[0]
         self._complexity_sum += float(complexity.detach())
         self._steps += 1
 
