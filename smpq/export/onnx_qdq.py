@@ -84,6 +84,8 @@ class _Builder:
         if isinstance(module, (QuantConv2d, QuantLinear)):
             return self._quantized(module, node.target, x)
         if isinstance(module, nn.BatchNorm2d):
+            if not module.track_running_stats:
+                raise ExportError(f"batch norm {node.target!r} keeps no running statistics; it cannot be exported")
             params = [self._const(f"{node.target}.{k}", getattr(module, k).detach().float().numpy())
                       for k in ("weight", "bias", "running_mean", "running_var")]
             return self._op("BatchNormalization", [x, *params], epsilon=float(module.eps))
