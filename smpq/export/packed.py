@@ -97,12 +97,20 @@ def _sections(data: dict[str, bytes]) -> dict[str, dict[str, int]]:
 
 def _check_covered(model: nn.Module, layers: list, folded: dict) -> None:
     """Every parameter and buffer must live in a quantized layer or a folded batch norm, or it would be lost."""
-    owners = [name for name, _ in layers] + [f.norm for f in folded.values()]
-    loose = [key for key in model.state_dict() if not key.endswith("num_batches_tracked")
-             and key.rpartition(".")[0].split(".w_quant")[0].split(".a_quant")[0] not in owners]
+    owners = {name for name, _ in layers} | {f.norm for f in folded.values()}
+    loose = [key for key in model.state_dict()
+             if not key.endswith("num_batches_tracked") and _owner(key) not in owners]
     if loose:
         raise ExportError(f"the packed format holds quantized layers and the batch norms folded onto them; "
                           f"these parameters belong to neither: {loose[:5]}")
+
+
+def _owner(key: str) -> str:
+    """The module a state_dict key belongs to, a layer's quantizers counted as the layer."""
+    module = key.rpartition(".")[0]
+    for quantizer in (".w_quant", ".a_quant"):
+        module = module.removesuffix(quantizer)
+    return module
 
 
 def read_packed(path: str | Path) -> PackedModel:

@@ -72,3 +72,10 @@ def test_export_model_writes_both_files_after_every_check(mixed, table, tmp_path
     assert size["onnx_bytes"] == (tmp_path / "out/model.onnx").stat().st_size
     assert size["packed_bytes"] == read_packed(tmp_path / "out/weights.smpq").section_bytes("weights") + \
         size["bias_bytes"]
+
+
+def test_a_module_without_an_onnx_translation_is_named(mixed):
+    model = mixed[1]
+    model.blocks[0].relu1 = torch.nn.Sigmoid()
+    with pytest.raises(ExportError, match=r"cannot export Sigmoid \(Sigmoid\(\)\) to ONNX; supported: quantized"):
+        export_onnx(model, INPUT_SHAPE)

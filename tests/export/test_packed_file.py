@@ -102,3 +102,11 @@ def test_a_model_at_other_bits_does_not_take_the_file(mixed, tmp_path):
     write_packed(mixed[1], tmp_path / "w.smpq")
     with pytest.raises(ArtifactError, match="build the model with the policy the file was exported from"):
         load_packed(quantized(policy_of(POLICIES["uniform2"])), tmp_path / "w.smpq")
+
+
+def test_state_the_packed_format_would_lose_is_refused(mixed, tmp_path):
+    model = mixed[1]
+    model.register_parameter("temperature", torch.nn.Parameter(torch.ones(1)))
+    with pytest.raises(ExportError, match=r"these parameters belong to neither: \['temperature'\]"):
+        write_packed(model, tmp_path / "w.smpq")
+    assert not (tmp_path / "w.smpq").exists()
