@@ -44,3 +44,7 @@ class InfeasibleBudget(BudgetError):
         self.minimum = minimum
         self.budget = budget
         self.constraint = constraint
+
+
+class ExportError(SmpqError, ValueError):
+    """A model or policy the exporters (ONNX, bit-packed weights) cannot express, or a failed parity check."""

@@ -1,4 +1,5 @@
-"""Stage ``report``: side-by-side table of every method (GBitOps, MB, top-1, Δ vs FP) and plots."""
+"""Stage ``report``: side-by-side table of every method (GBitOps, MB priced and packed, ONNX MB, top-1 in PyTorch
+and onnxruntime, Δ vs FP) and plots."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from stages.session import parse_args, session
 
 
 def table_markdown(rows: list[dict], fp_top1: float) -> str:
-    lines = ["| method | policy | GBitOps | budget slack | MB | top-1 (%) | Δ vs FP (pp) |",
-             "|---|---|---:|---:|---:|---:|---:|",
-             f"| full precision | W32A32 | – | – | – | {100 * fp_top1:.2f} | 0.00 |"]
+    lines = ["| method | policy | GBitOps | budget slack | MB | packed MB | ONNX MB | top-1 (%) | "
+             "top-1 onnxruntime (%) | Δ vs FP (pp) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| full precision | W32A32 | – | – | – | – | – | {100 * fp_top1:.2f} | – | 0.00 |"]
     for r in rows:
         slack = f"{r['slack']:+.4f}" + ("" if r["meets_budget"] else " (over)")
         lines.append(f"| {r['method']} | {r['policy']} | {r['gbitops']:.4f} | {slack} | {r['size_mb']:.4f} | "
-                     f"{100 * r['top1']:.2f} | {100 * (r['top1'] - fp_top1):+.2f} |")
+                     f"{r['packed_mb']:.4f} | {r['onnx_mb']:.4f} | {100 * r['top1']:.2f} | "
+                     f"{100 * r['top1_onnx']:.2f} | {100 * (r['top1'] - fp_top1):+.2f} |")
     return "\n".join(lines)
 
 
@@ -45,15 +48,22 @@ def shapley_markdown(shapley: dict) -> str:
     return summary + "\n\n" + "\n".join(lines)
 
 
+def _exported(folder: Path) -> dict:
+    """Packed MB, ONNX MB and onnxruntime top-1 of one method's export (stages/export.py)."""
+    metrics = read_json(folder / "metrics.json")
+    return {k: metrics[k] for k in ("packed_mb", "onnx_mb", "top1_onnx")}
+
+
 def _number(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def run(params, *, pretrain_results: Path, select_results: Path, finetune_results: Path, shapley_dir: Path,
-        out: Path) -> dict:
+def run(params, *, pretrain_results: Path, select_results: Path, finetune_results: Path, export_results: Path,
+        shapley_dir: Path, out: Path) -> dict:
     fp_top1 = read_json(pretrain_results / "metrics.json")["fp"]["top1"]
     selection = read_json(select_results / "summary.json")
-    rows = [{**selection[m], **read_json(finetune_results / m / "metrics.json")} for m in params.finetune.methods]
+    rows = [{**selection[m], **_exported(export_results / m), **read_json(finetune_results / m / "metrics.json")}
+            for m in params.finetune.methods]
     budget = selection["uniform"]["budget_gbitops"]
     shapley = read_json(shapley_dir / "shapley.json")
     players = shapley["players"]
@@ -62,7 +72,8 @@ def run(params, *, pretrain_results: Path, select_results: Path, finetune_result
         f"# {params.report.title}",
         f"Budget: {budget:.4f} GBitOps ({budget_label(params)}); first/last layers at "
         f"W{params.quant.first_last.w_bits}A{params.quant.first_last.a_bits}. Top-1 on the `test` split; "
-        "slack = budget − used GBitOps.",
+        "slack = budget − used GBitOps; MB as the cost model prices it, packed MB as the export "
+        "writes it (weights and biases; docs/export.md).",
         table_markdown(rows, fp_top1),
         "![top-1 vs GBitOps](accuracy_vs_bitops.png)",
         f"Spearman correlation between α probability and Shapley value over {len(players)} candidates: "
@@ -75,16 +86,18 @@ def run(params, *, pretrain_results: Path, select_results: Path, finetune_result
     shapley_vs_alpha(players, rho, out / "shapley_vs_alpha.png")
     write_text(out / "report.html", markdown_to_html(text, out))  # for the MLflow preview (images inline)
     metrics = {"budget": {"gbitops": budget}, "shapley": {"alpha_spearman": rho},  # names: stages/run_info.py
-               **{r["method"]: {"top1": r["top1"]} for r in rows}}  # GBitOps, MB: results/select/summary.json
+               **{r["method"]: {"top1": r["top1"], "top1_onnx": r["top1_onnx"], "packed_mb": r["packed_mb"]}
+                  for r in rows}}  # GBitOps, MB: results/select/summary.json
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args("report", ["pretrain", "select", "finetune", "shapley", "out"], argv)
+    args = parse_args("report", ["pretrain", "select", "finetune", "export", "shapley", "out"], argv)
     with session("report", args, sections=("report",)) as s:
         metrics = run(s.params, pretrain_results=args.pretrain, select_results=args.select,
-                      finetune_results=args.finetune, shapley_dir=args.shapley, out=args.out)
+                      finetune_results=args.finetune, export_results=args.export, shapley_dir=args.shapley,
+                      out=args.out)
         s.record(metrics, args.out)
         costs = {m: {k: v[k] for k in ("gbitops", "size_mb", "slack")}
                  for m, v in read_json(args.select / "summary.json").items()}

@@ -14,7 +14,8 @@ def test_stage_order_follows_dvc_yaml_dependencies():
     order = stage_order(ROOT)
     assert order[:2] == ["prepare", "pretrain"] and order[-1] == "report"
     assert order.index("calibrate") < order.index("supernet") < order.index("shapley") < order.index("select")
-    assert all(order.index("select") < order.index(f"finetune@{m}") for m in ("smpq", "dmpq", "uniform"))
+    assert all(order.index("select") < order.index(f"finetune@{m}") < order.index(f"export@{m}") < order.index("report")
+               for m in ("smpq", "dmpq", "uniform"))
     assert len(order) == len(set(order))
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # one whole tiny `dvc repro` (session fixture) an
 
 METHODS = ("smpq", "dmpq", "uniform")
 STAGES = {"prepare", "pretrain", "calibrate", "supernet", "shapley", "select", "report"} | {
-    f"finetune@{m}" for m in METHODS}
+    f"{stage}@{m}" for stage in ("finetune", "export") for m in METHODS}
 
 
 def test_pipeline_writes_report_and_metrics(reproduced):
@@ -39,6 +39,11 @@ def test_pipeline_writes_report_and_metrics(reproduced):
     card = json.loads((reproduced / "data/prepared/card.json").read_text())
     assert card["counts"] == {"train": 3000, "search_val": 500, "test": 1000}
     assert (reproduced / "results/report/accuracy_vs_bitops.png").stat().st_size > 1000
+    for method in METHODS:  # the export's packed size is the priced size, and onnxruntime agrees with PyTorch
+        exported = json.loads((reproduced / f"results/export/{method}/metrics.json").read_text())
+        assert abs(exported["packed_mb"] - selection[method]["size_mb"]) < 1e-6  # within a byte
+        assert exported["top1_agreement"] >= 0.999 and exported["top1_pytorch"] == metrics[method]["top1"]
+        assert f"{exported['packed_mb']:.4f} | {exported['onnx_mb']:.4f}" in report
 
 
 def test_second_repro_is_a_noop(reproduced):
