@@ -44,3 +44,7 @@ class InfeasibleBudget(BudgetError):
         self.minimum = minimum
         self.budget = budget
         self.constraint = constraint
+
+
+class SensitivityError(SmpqError, ValueError):
+    """A Hessian-sensitivity estimate that cannot be used (a non-finite trace, inputs that do not fit)."""
