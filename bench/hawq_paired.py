@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
     recorded = read_json(args.methods / "methods.json")
     first = recorded["seeds"][0]
-    check = control(first, args.methods / f"seed{first['seed']}", {}, args.out)
+    ws = args.methods / f"seed{first['seed']}"
+    check = control(first, ws, newer_keys(stage_inputs(stage_command(ws, STAGE), ws)[0]), args.out)
     print(f"control (seed {first['seed']} {check['run']}): policy matches {check['policy_matches']}, top-1 "
           f"{100 * check['top1']:.2f} % vs recorded {100 * check['recorded_top1']:.2f} %", flush=True)
     if not check["policy_matches"] or check["top1"] != check["recorded_top1"]:
