@@ -2,9 +2,9 @@
 
 Metric names are one scheme everywhere: ``<subject>.<quantity>`` where a file or run holds several subjects
 (``fp``, ``smpq``, ``dmpq``, ``hawq``, ``uniform``, ``dmpq_argmax``, ``budget``, ``supernet``, ``shapley``,
-``sensitivity``, ``calibrate``), the bare ``<quantity>`` inside a run about one subject (a ``finetune@<method>`` child run
-and its ``metrics.json``; its subject is the run's ``method`` param). Metrics files nest by subject and
-DVC flattens them with dots, so DVC shows exactly the names that MLflow logs.
+``sensitivity``, ``calibrate``), the bare ``<quantity>`` inside a run about one subject (a
+``finetune@<method>`` child run and its ``metrics.json``; its subject is the run's ``method`` param). Metrics
+files nest by subject and DVC flattens them with dots, so DVC shows exactly the names that MLflow logs.
 """
 
 from __future__ import annotations
