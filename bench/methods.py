@@ -1,19 +1,22 @@
-"""Benchmark: SMPQ vs DMPQ vs uniform over seeds and budgets, each fine-tuned on the default pipeline (SPEC §3.4).
+"""Benchmark: SMPQ vs DMPQ vs HAWQ vs uniform over seeds and budgets, each fine-tuned on the default pipeline.
 
 Why: one seed and one budget cannot tell a better selection rule from noise. For every seed (``params.seed``:
 it changes the splits, the FP and supernet initialisation and the Shapley permutations) the search stages
-run once (prepare → pretrain → calibrate → supernet → shapley, reused by every budget); for every budget
-(``select.budget.avg_bits``) ``select`` picks the ``smpq``, ``dmpq`` (iso-budget log p(α)) and ``uniform``
-policies and each is fine-tuned (QAT) and tested; ``dmpq_argmax`` (the raw α argmax, its own BitOps,
-independent of the budget) is fine-tuned once per seed. Everything else is the project's ``params.yaml``.
+run once (everything ``select`` depends on: prepare → pretrain → calibrate → supernet → shapley, and
+sensitivity; reused by every budget); for every budget (``select.budget.avg_bits``) ``select`` picks the
+``smpq``, ``dmpq`` (iso-budget log p(α)), ``hawq`` (HAWQ-V3's Hessian sensitivity Ω, the same knapsack) and
+``uniform`` policies and each is fine-tuned (QAT) and tested; ``dmpq_argmax`` (the raw α argmax, its own
+BitOps, independent of the budget) is fine-tuned once per seed. Everything else is the project's
+``params.yaml`` (SPEC §3.4).
 
-Reported: per budget and method top-1 mean ± std over seeds, GBitOps, MB, paired differences smpq − dmpq and
-smpq − uniform; per seed the Spearman ρ between α probabilities and Shapley values over all candidates and
-the layers where smpq and dmpq choose different bits; a PNG of top-1 vs GBitOps with error bars; a JSON of
-every raw number (``--render`` re-summarises that JSON without training). Each seed runs in its own scratch
-copy of the project (``OUT/seed<n>``, ``bench.workspace``): ``dvc repro`` of the stages of ``dvc.yaml`` with
-the overridden ``params.yaml``, so the stages, paths and files are those of the pipeline itself; ``--reuse``
-starts a copy from an earlier run's outputs and ``dvc.lock``, and DVC reruns only what the new params change.
+Reported: per budget and method top-1 mean ± std over seeds, GBitOps, MB, paired differences smpq − dmpq,
+smpq − uniform, smpq − hawq and dmpq − hawq; per seed the Spearman ρ between α probabilities and Shapley
+values over all candidates and the layers where smpq and dmpq choose different bits; a PNG of top-1 vs
+GBitOps with error bars; a JSON of every raw number (``--render`` re-summarises that JSON without training).
+Each seed runs in its own scratch copy of the project (``OUT/seed<n>``, ``bench.workspace``): ``dvc repro``
+of the stages of ``dvc.yaml`` with the overridden ``params.yaml``, so the stages, paths and files are those
+of the pipeline itself; ``--reuse`` starts a copy from an earlier run's outputs and ``dvc.lock``, and DVC
+reruns only what the new params change.
 Cost with three budgets on a 2-core x86_64 CPU, 2 torch threads, free cores (docs/RESULTS.md §1, §1b): about
 5 minutes per seed with today's defaults (fastest stage times: prepare..supernet 141 s, shapley 50 s, select +
 fine-tuning 86 s), plus a few seconds per stage for DVC and each stage's process start; with ``--reuse``
@@ -32,7 +35,7 @@ from pathlib import Path
 import yaml
 from scipy.stats import spearmanr
 
-from bench.methods_report import ARGMAX, METHODS, markdown, plot
+from bench.methods_report import ARGMAX, METHODS, PAIRS, markdown, plot
 from bench.workspace import (
     SCRATCH,
     TINY,
@@ -49,7 +52,7 @@ from smpq.artifacts import read_json, write_json, write_text
 from smpq.policy import Policy
 
 BENCH = {"tracking.enabled": False, "finetune.methods": [*METHODS, ARGMAX]}  # no MLflow runs from benchmarks
-SEARCH = "shapley"  # the last stage before the budget: the search stages are it and its upstream
+SELECT = "select"  # the first stage that reads the budget: the search stages are all of its upstream
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -95,6 +98,11 @@ def differing_layers(ws: Workspace) -> dict[str, str]:
     return {name: f"smpq {smpq[name]} / dmpq {dmpq[name]}" for name in smpq if smpq[name] != dmpq[name]}
 
 
+def search_stages(ws: Workspace) -> list[str]:
+    """The budget-independent stages, in order: everything ``select`` depends on (shapley, sensitivity, …)."""
+    return stage_order(ws.root, SELECT)[:-1]
+
+
 def run_budget(ws: Workspace, overrides: dict, spec, ft_seed: int | None, methods: tuple[str, ...], threads: int):
     """Select at one budget and fine-tune ``methods`` on it with QAT seed ``ft_seed`` (None: the run's seed);
     (per-budget result, seconds per stage that ran)."""
@@ -119,7 +127,7 @@ def run_seed(overrides: dict, seed: int, budgets: list[str], out: Path, reuse: P
     logging.getLogger("bench.methods").info("seed %d: search stages in %s", seed, ws.root)
     if reuse:
         reuse_outputs(Workspace(reuse / f"seed{seed}"), ws)
-    stage_seconds = repro(ws, stage_order(ws.root, SEARCH), threads)
+    stage_seconds = repro(ws, search_stages(ws), threads)
     per_budget, seconds = {}, {}
     runs = [(b, k) for b in budgets for k in ft_seeds]
     for i, (b, k) in enumerate(runs):
@@ -162,15 +170,17 @@ def _row(avg_bits, method: str, runs: list[dict], budget_gbitops) -> dict:
 
 
 def paired_gaps(seeds: list[dict], budgets: list[str], ft_seeds: list) -> list[dict]:
-    """Per budget: smpq − dmpq and smpq − uniform top-1, paired by (seed, fine-tune seed): mean ± std, how many
-    pairs smpq wins, and how many layers differ."""
+    """Per budget: the top-1 differences of ``PAIRS`` (smpq − dmpq, smpq − uniform, smpq − hawq, dmpq − hawq),
+    paired by (seed, fine-tune seed): mean ± std, how many pairs the first method wins, how many layers differ."""
     gaps = []
     for b in budgets:
         pairs = [s["budgets"][run_tag(b, k)] for s in seeds for k in ft_seeds]
-        top1 = {m: [r["methods"][m]["top1"] for r in pairs] for m in METHODS}
-        diffs = {o: [x - y for x, y in zip(top1["smpq"], top1[o])] for o in ("dmpq", "uniform")}
-        gaps.append({"avg_bits": budget_tag(b), **{f"smpq_minus_{o}": mean_std(d) for o, d in diffs.items()},
-                     **{f"smpq_wins_vs_{o}": sum(x > 0 for x in d) for o, d in diffs.items()}, "pairs": len(pairs),
+        top1 = {m: [r["methods"][m]["top1"] for r in pairs if m in r["methods"]] for m in METHODS}
+        diffs = {(x, y): [p - q for p, q in zip(top1[x], top1[y])] for x, y in PAIRS
+                 if len(top1[x]) == len(top1[y]) == len(pairs)}  # a run recorded before hawq has no hawq pairs
+        gaps.append({"avg_bits": budget_tag(b), **{f"{x}_minus_{y}": mean_std(d) for (x, y), d in diffs.items()},
+                     **{f"{x}_wins_vs_{y}": sum(v > 0 for v in d) for (x, y), d in diffs.items()},
+                     "pairs": len(pairs),
                      "differing_layers_mean": statistics.fmean(len(r["differing_layers"]) for r in pairs)})
     return gaps
 

@@ -10,8 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-METHODS = ("smpq", "dmpq", "uniform")
+METHODS = ("smpq", "dmpq", "hawq", "uniform")
 ARGMAX = "dmpq_argmax"
+PAIRS = (("smpq", "dmpq"), ("smpq", "uniform"), ("smpq", "hawq"), ("dmpq", "hawq"))  # paired top-1 differences
 
 
 def _pm(mean: float, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
@@ -25,13 +26,7 @@ def markdown(rows: list[dict], gaps: list[dict], seeds: list[dict]) -> str:
         budget = ("–", "–") if r["avg_bits"] is None else (r["avg_bits"], f"{r['budget_gbitops']:.5f}")
         lines.append(f"| {budget[0]} | {budget[1]} | {r['method']} | {_pm(r['top1_mean'], r['top1_std'])} | "
                      f"{r['gbitops_mean']:.5f} | {r['size_mb_mean']:.4f} | {_meets(r['meets_budget'])} |")
-    lines += ["",
-              "| budget | smpq − dmpq (pp, paired) | smpq wins | smpq − uniform (pp, paired) | smpq wins | "
-              "layers smpq≠dmpq |", "|---|---:|---:|---:|---:|---:|"]
-    for g in gaps:
-        lines.append(f"| {g['avg_bits']} | {_pm(*g['smpq_minus_dmpq'])} | {g.get('smpq_wins_vs_dmpq')} of "
-                     f"{g.get('pairs')} | {_pm(*g['smpq_minus_uniform'])} | {g.get('smpq_wins_vs_uniform')} of "
-                     f"{g.get('pairs')} | {g['differing_layers_mean']:.1f} |")
+    lines += ["", gaps_markdown(gaps)]
     tags = list(seeds[0]["budgets"])
     lines += ["", "| seed | FP top-1 % | ρ(α, Shapley) | Shapley evals | "
               + " | ".join(f"layers smpq≠dmpq @ {t}" for t in tags) + " |",
@@ -52,6 +47,18 @@ def markdown(rows: list[dict], gaps: list[dict], seeds: list[dict]) -> str:
         for tag, b in s["budgets"].items():
             diffs = ", ".join(f"{k} ({v})" for k, v in b["differing_layers"].items()) or "none"
             lines.append(f"- seed {s['seed']}, {tag}: {diffs}")
+    return "\n".join(lines)
+
+
+def gaps_markdown(gaps: list[dict]) -> str:
+    """One row per budget and method pair: the paired top-1 difference (pp) with its std, and the first's wins."""
+    lines = ["| budget | pair | difference (pp, paired, mean ± std) | first wins | layers smpq≠dmpq |",
+             "|---|---|---:|---:|---:|"]
+    for g in gaps:
+        for x, y in PAIRS:
+            if f"{x}_minus_{y}" in g:
+                lines.append(f"| {g['avg_bits']} | {x} − {y} | {_pm(*g[f'{x}_minus_{y}'])} | "
+                             f"{g.get(f'{x}_wins_vs_{y}')} of {g.get('pairs')} | {g['differing_layers_mean']:.1f} |")
     return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ TINY: dict[str, Any] = {
     "pretrain.epochs": 1, "pretrain.lr": 0.05, "calibrate.batches": 2, "calibrate.batch_size": 64,
     "calibrate.max_activation_samples": 1000,
     "supernet.epochs": 1, "supernet.samples_per_epoch": 256,
-    "shapley.batch_size": 64, "shapley.max_permutations": 2,
+    "shapley.batch_size": 64, "shapley.max_permutations": 2, "hawq.probes": 2, "hawq.batch_size": 64,
     "finetune.epochs": 1, "finetune.samples_per_epoch": 256,
 }
 

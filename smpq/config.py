@@ -22,7 +22,7 @@ __all__ = ["Params", "as_flat_dict", "load_params"]
 
 BIT_RANGE = (2, 16)  # bit-widths a candidate (or the fixed first/last precision) may take
 SCHEDULES = ("onecycle", "cosine", "constant")
-METHODS = ("smpq", "dmpq", "uniform", "dmpq_argmax")
+METHODS = ("smpq", "dmpq", "uniform", "dmpq_argmax", "hawq")
 COMPLEXITY_FORMS = ("hinge", "ratio")  # supernet complexity losses (smpq.supernet.alpha.complexity_loss)
 # The Shapley options (SPEC §3.3), used by smpq.shapley: estimators, the one-unit ones, game values, what an
 # empty group means, how the permutation estimator walks.
@@ -191,6 +191,16 @@ class ShapleyConfig:
 
 
 @dataclass(frozen=True)
+class HawqConfig:
+    """Hessian sensitivity of the ``hawq`` method: Hutchinson traces on seeded ``search_val`` batches."""
+
+    probes: int = field(default=4, metadata=in_range(2))  # rounds of one Rademacher probe per batch, at most
+    batches: int = field(default=1, metadata=in_range(1))  # search_val batches of batch_size
+    batch_size: int = field(default=256, metadata=in_range(1))
+    tolerance: float | None = field(default=None, metadata=in_range(0.0))  # stop once no trace moves more
+
+
+@dataclass(frozen=True)
 class FanoutConfig:
     """How Shapley permutation chunks are spread out; never changes the result for a given seed."""
 
@@ -258,6 +268,7 @@ class Params:
     quant: QuantConfig = QuantConfig()
     supernet: SupernetConfig = SupernetConfig()
     shapley: ShapleyConfig = ShapleyConfig()
+    hawq: HawqConfig = HawqConfig()
     fanout: FanoutConfig = FanoutConfig()
     finetune: FinetuneConfig = FinetuneConfig(lr=0.01)
     select: SelectConfig = SelectConfig()

@@ -48,3 +48,7 @@ class InfeasibleBudget(BudgetError):
 
 class ExportError(SmpqError, ValueError):
     """A model or policy the exporters (ONNX, bit-packed weights) cannot express, or a failed parity check."""
+
+
+class SensitivityError(SmpqError, ValueError):
+    """A Hessian-sensitivity estimate that cannot be used (a non-finite trace, inputs that do not fit)."""

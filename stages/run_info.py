@@ -1,10 +1,10 @@
 """What names and explains MLflow runs and DVC metrics (docs: README "Metric names").
 
 Metric names are one scheme everywhere: ``<subject>.<quantity>`` where a file or run holds several subjects
-(``fp``, ``smpq``, ``dmpq``, ``uniform``, ``dmpq_argmax``, ``budget``, ``supernet``, ``shapley``,
-``calibrate``), the bare ``<quantity>`` inside a run about one subject (a ``finetune@<method>`` child run
-and its ``metrics.json``; its subject is the run's ``method`` param). Metrics files nest by subject and
-DVC flattens them with dots, so DVC shows exactly the names that MLflow logs.
+(``fp``, ``smpq``, ``dmpq``, ``hawq``, ``uniform``, ``dmpq_argmax``, ``budget``, ``supernet``, ``shapley``,
+``sensitivity``, ``calibrate``), the bare ``<quantity>`` inside a run about one subject (a
+``finetune@<method>`` child run and its ``metrics.json``; its subject is the run's ``method`` param). Metrics
+files nest by subject and DVC flattens them with dots, so DVC shows exactly the names that MLflow logs.
 """
 
 from __future__ import annotations

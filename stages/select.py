@@ -2,6 +2,7 @@
 
 - ``smpq``: maximise the total Shapley value of the chosen candidates (exact integer program);
 - ``dmpq``: the same program scored by log p(α) (iso-budget DMPQ);
+- ``hawq``: the same program minimising HAWQ-V3's total Ω (Hessian sensitivity, stage ``sensitivity``);
 - ``uniform``: the highest uniform bit pair that fits;
 - ``dmpq_argmax``: the supernet's raw argmax policy, recorded with its own BitOps (may miss the budget).
 """
@@ -17,6 +18,7 @@ from smpq.cost import Budget, CostTable
 from smpq.errors import InfeasibleBudget
 from smpq.policy import Policy, fixed_bits
 from smpq.select import budget_error, policy_report, select_policy, uniform_policy
+from smpq.sensitivity import SENSITIVITY_FILE
 from stages.run_info import numeric, record_summary
 from stages.session import parse_args, session
 
@@ -34,6 +36,11 @@ def alpha_scores(alpha: dict) -> dict[tuple[str, str, int], float]:
             for bits, prob in zip(group["bits"], group["probabilities"])}
 
 
+def hawq_scores(sensitivity: dict) -> dict[tuple[str, str, int], float]:
+    """−Ω per candidate: maximising Σ −Ω is HAWQ-V3's minimum total sensitivity (Yao et al. 2021, eq. 9)."""
+    return {(c["layer"], c["kind"], c["bits"]): -c["omega"] for c in sensitivity["candidates"]}
+
+
 def selection_problem(params, table: CostTable) -> dict:
     """The keyword arguments every method's selection shares: costs, budget, fixed layers, candidates."""
     fixed, quant = fixed_bits(params.quant.first_last, table), params.quant
@@ -41,7 +48,8 @@ def selection_problem(params, table: CostTable) -> dict:
     return dict(table=table, budget=budget, fixed=fixed, w_bits=quant.w_bits, a_bits=quant.a_bits)
 
 
-def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, out: Path, results: Path) -> dict:
+def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, sensitivity_dir: Path, out: Path,
+        results: Path) -> dict:
     table = CostTable.load(calibrate_dir)
     choose = selection_problem(params, table)
     budget, fixed = choose["budget"], choose["fixed"]
@@ -49,6 +57,7 @@ def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, o
         policies = {
             "smpq": select_policy(shapley_scores(read_json(shapley_dir / "shapley.json")), **choose),
             "dmpq": select_policy(alpha_scores(read_json(supernet_dir / "alpha.json")), **choose),
+            "hawq": select_policy(hawq_scores(read_json(sensitivity_dir / SENSITIVITY_FILE)), **choose),
             "uniform": uniform_policy(**choose),
             "dmpq_argmax": Policy.load(supernet_dir / "dmpq_argmax.yaml"),
         }
@@ -66,10 +75,10 @@ def run(params, *, calibrate_dir: Path, supernet_dir: Path, shapley_dir: Path, o
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args("select", ["calibrate", "supernet", "shapley", "out", "results"], argv)
+    args = parse_args("select", ["calibrate", "supernet", "shapley", "sensitivity", "out", "results"], argv)
     with session("select", args, sections=("quant", "select")) as s:
         summary = run(s.params, calibrate_dir=args.calibrate, supernet_dir=args.supernet, shapley_dir=args.shapley,
-                      out=args.out, results=args.results)
+                      sensitivity_dir=args.sensitivity, out=args.out, results=args.results)
         s.tracker.log_metrics(numeric(summary))  # smpq.gbitops, …: the names DVC shows (stages/run_info.py)
         s.tracker.log_artifact(args.out)
         s.tracker.log_artifact(args.results)

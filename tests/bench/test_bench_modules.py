@@ -121,6 +121,19 @@ def test_game_variant_reproduces_the_recorded_smpq_run_then_pairs_the_variant(ti
     assert "variant − dmpq" in capsys.readouterr().out
 
 
+def test_hawq_paired_reproduces_the_pipelines_hawq_run_from_the_recorded_seeds(tiny_methods, tmp_path, capsys):
+    from bench import hawq_paired
+
+    out, report = tiny_methods
+    result = hawq_paired.main(["--methods", str(out), "--budgets", "3", "--out", str(tmp_path)])
+    assert result["control"]["top1"] == result["control"]["recorded_top1"]
+    row = result["seeds"][0]["runs"]["avg3"]
+    recorded = report["seeds"][0]["budgets"]["avg3"]["methods"]
+    assert row["policy"] == recorded["hawq"]["policy"] and row["top1"] == recorded["hawq"]["top1"]  # same run
+    assert row["smpq_top1"] == recorded["smpq"]["top1"] and result["paired"]["dmpq_minus_hawq"]["pairs"] == 1
+    assert result["seeds"][0]["sensitivity"]["hvps"] >= 2 and "smpq − hawq" in capsys.readouterr().out
+
+
 def test_reliability_refuses_a_project_without_a_supernet(tmp_path):
     from bench import reliability
 

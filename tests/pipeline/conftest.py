@@ -18,6 +18,7 @@ TINY = {
     "calibrate": {"batches": 2, "batch_size": 64},
     "supernet": {"epochs": 1, "samples_per_epoch": 512},
     "shapley": {"batch_size": 256, "max_permutations": 4},
+    "hawq": {"probes": 3, "batch_size": 128},
     "finetune": {"epochs": 1, "samples_per_epoch": 512},
 }
 

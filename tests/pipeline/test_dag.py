@@ -14,8 +14,9 @@ def test_stage_order_follows_dvc_yaml_dependencies():
     order = stage_order(ROOT)
     assert order[:2] == ["prepare", "pretrain"] and order[-1] == "report"
     assert order.index("calibrate") < order.index("supernet") < order.index("shapley") < order.index("select")
+    assert order.index("calibrate") < order.index("sensitivity") < order.index("select")
     assert all(order.index("select") < order.index(f"finetune@{m}") < order.index(f"export@{m}") < order.index("report")
-               for m in ("smpq", "dmpq", "uniform"))
+               for m in ("smpq", "dmpq", "hawq", "uniform"))
     assert len(order) == len(set(order))
 
 
@@ -35,6 +36,7 @@ def test_failing_stage_raises_with_its_error(tmp_path, monkeypatch):
 def test_stage_order_to_a_target_holds_only_its_upstream():
     assert stage_order(ROOT, "shapley") == ["prepare", "pretrain", "calibrate", "supernet", "shapley"]
     assert stage_order(ROOT, "prepare") == ["prepare"]
+    assert stage_order(ROOT, "sensitivity") == ["prepare", "pretrain", "calibrate", "sensitivity"]  # no supernet
 
 
 def test_shapley_inputs_come_from_the_stage_command_in_dvc_yaml():

@@ -14,8 +14,8 @@ from tests.pipeline.conftest import run
 
 pytestmark = pytest.mark.slow  # one whole tiny `dvc repro` (session fixture) and reruns: minutes
 
-METHODS = ("smpq", "dmpq", "uniform")
-STAGES = {"prepare", "pretrain", "calibrate", "supernet", "shapley", "select", "report"} | {
+METHODS = ("smpq", "dmpq", "hawq", "uniform")
+STAGES = {"prepare", "pretrain", "calibrate", "supernet", "shapley", "sensitivity", "select", "report"} | {
     f"{stage}@{m}" for stage in ("finetune", "export") for m in METHODS}
 
 
@@ -24,7 +24,10 @@ def test_pipeline_writes_report_and_metrics(reproduced):
     selection = json.loads((reproduced / "results/select/summary.json").read_text())
     uniform = selection["uniform"]["policy"]  # 2.5 bits: W3A2 and W2A3 tie in BitOps; more weight bits win
     assert uniform == "W3A2" and f"| uniform | {uniform} |" in report and "full precision" in report
-    assert "| smpq |" in report and "| dmpq |" in report and "Spearman" in report
+    assert "| smpq |" in report and "| dmpq |" in report and "| hawq |" in report and "Spearman" in report
+    sensitivity = json.loads((reproduced / "data/sensitivity/sensitivity.json").read_text())
+    assert len(sensitivity["traces"]) == 8 * 2 and len(sensitivity["candidates"]) == 8 * 8
+    assert all(t["trace"] >= 0 and t["stderr"] >= 0 for t in sensitivity["traces"])
     shapley = json.loads((reproduced / "data/shapley/shapley.json").read_text())
     assert len(shapley["players"]) == 8 * 8  # 8 searchable layers × (4 w + 4 a candidates)
     params = yaml.safe_load((reproduced / "params.yaml").read_text())["shapley"]
@@ -91,6 +94,9 @@ def test_mlflow_runs_explain_themselves(reproduced):
     assert {"report/report.html", "report/accuracy_vs_bitops.png", "policies/smpq.yaml"} <= artifacts
     html = (reproduced / "results/report/report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 2 and "<table>" in html  # images show in the preview
+    sensitivity = next(r for r in runs if r.info.run_name == "sensitivity")
+    assert sensitivity.data.metrics["sensitivity.trace.blocks.0.conv1.w"] >= 0  # each trace and its error logged
+    assert "sensitivity.trace_stderr.blocks.2.conv2.a" in sensitivity.data.metrics
     finetunes = {r.data.params["method"]: r for r in runs if r.info.run_name.startswith("finetune@")}
     assert set(finetunes) == set(METHODS)
     for method, r in finetunes.items():
@@ -112,7 +118,7 @@ def test_changing_finetune_epochs_reruns_only_finetune_and_report(reproduced, tm
     assert set(status) == {f"finetune@{m}" for m in METHODS}
     out = run(["dvc", "repro"], project).stdout
     assert "Running stage 'finetune@uniform'" in out and "Running stage 'report'" in out
-    for stage in ("prepare", "pretrain", "calibrate", "supernet", "shapley", "select"):
+    for stage in ("prepare", "pretrain", "calibrate", "supernet", "shapley", "sensitivity", "select"):
         assert f"Stage '{stage}' didn't change, skipping" in out
     assert json.loads((project / "results/finetune/uniform/metrics.json").read_text())["epochs"] == 2
 

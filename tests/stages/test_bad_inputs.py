@@ -72,7 +72,8 @@ class Project:
             "pretrain": ["--prepared", r / "data/prepared", "--out", r / "data/pretrain", "--results",
                          r / "results/pretrain"],
             "select": ["--calibrate", r / "data/calibrate", "--supernet", r / "data/supernet", "--shapley",
-                       r / "data/shapley", "--out", r / "data/select", "--results", r / "results/select"],
+                       r / "data/shapley", "--sensitivity", r / "data/sensitivity", "--out", r / "data/select",
+                       "--results", r / "results/select"],
         }[stage]
 
     def run(self, stage: str, *extra: str) -> tuple[int, str]:
@@ -224,7 +225,7 @@ def test_prepare_swaps_the_whole_set_in_or_nothing(project, monkeypatch):
 
 
 def select_inputs(root: Path) -> None:
-    """Calibrate, supernet and shapley outputs for a 3-layer model whose middle layer is searched."""
+    """Calibrate, supernet, shapley and sensitivity outputs for a 3-layer model whose middle layer is searched."""
     from smpq.artifacts import write_json, write_yaml
     from smpq.cost import CostTable, LayerCost
 
@@ -233,6 +234,8 @@ def select_inputs(root: Path) -> None:
     bits = [4, 8]
     write_json(root / "data/shapley/shapley.json", {"players": [
         {"layer": "b1", "kind": kind, "bits": b, "value": 0.1 * b} for kind in "wa" for b in bits]})
+    write_json(root / "data/sensitivity/sensitivity.json", {"candidates": [
+        {"layer": "b1", "kind": kind, "bits": b, "omega": 1.0 / b} for kind in "wa" for b in bits]})
     group = {"bits": bits, "probabilities": [0.5, 0.5]}
     write_json(root / "data/supernet/alpha.json", {"b1": {"w": group, "a": group}})
     write_yaml(root / "data/supernet/dmpq_argmax.yaml",
