@@ -16,7 +16,7 @@ from typing import Any
 
 from smpq.data.sources import DATASET_NAMES, missing_setting
 from smpq.errors import ConfigError
-from smpq.schema import as_flat_dict, in_range, load_yaml, one_of, parse_config
+from smpq.schema import as_flat_dict, in_range, load_yaml, one_of, parse_config, set_dotted
 
 __all__ = ["Params", "as_flat_dict", "load_params"]
 
@@ -293,16 +293,8 @@ def load_params(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
     for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+        set_dotted(data, dotted, value)
     try:
         return parse_config(Params, data, "")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-
-
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
