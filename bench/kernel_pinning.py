@@ -34,7 +34,7 @@ CPUS = {  # what two different x86 machines would pick, as the libraries' own va
 def run_pretrain(project: Path, out: Path, mode: str, cpu: str, epochs: int, samples: int) -> float:
     """``python -m stages.pretrain`` with ``runtime.cpu_kernels: mode`` under simulated CPU ``cpu``; seconds."""
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["runtime"] = {"cpu_kernels": mode, "threads": None}
+    params["runtime"] = {**params.get("runtime", {}), "cpu_kernels": mode, "threads": None}  # device etc. kept
     params["pretrain"].update(epochs=epochs, samples_per_epoch=samples)
     params["tracking"]["enabled"] = False
     params_file = out / f"params-{mode}-{cpu}.yaml"
