@@ -17,9 +17,12 @@ from smpq.errors import ExportError
 from smpq.export.graph import act_step, integer_weights, quantized_layers, weight_step
 from smpq.export.onnx_qdq import INPUT
 
-# Logits of the first test batch: |onnxruntime − PyTorch| ≤ LOGIT_TOLERANCE · max|PyTorch logit| (an activation
-# whose x/s lands within float rounding of a .5 can round the other way and move later logits by a few steps).
+# An image's logits agree when |onnxruntime − PyTorch| ≤ LOGIT_TOLERANCE · max|PyTorch logit of its batch|. An
+# activation whose x/s lands within float rounding of a .5 can round the other way and move that image's later
+# logits by a few steps (at 2 bits a step is large), so up to 1 − MIN_LOGIT_AGREEMENT of the images may miss it;
+# a graph that is not the model misses it on nearly all of them.
 LOGIT_TOLERANCE = 1e-2
+MIN_LOGIT_AGREEMENT = 0.99
 MIN_TOP1_AGREEMENT = 0.999  # over the whole test split
 INTEGER_RTOL = 1e-5  # integer reference vs fake-quant output, relative to the layer's largest |output|
 INT32_MAX = 2**31 - 1
@@ -35,7 +38,7 @@ def onnx_session(onnx_bytes: bytes, threads: int) -> ort.InferenceSession:
 def compare_logits(model: nn.Module, session: ort.InferenceSession, batches: Iterable) -> dict:
     """Top-1 of both, their agreement and the logit gap, over every ``(images, labels)`` batch."""
     model.eval()
-    same = right_torch = right_onnx = seen = 0
+    same = right_torch = right_onnx = seen = close = 0
     first_gap = first_scale = max_gap = None
     for images, labels in batches:
         reference = model(images).numpy()
@@ -44,20 +47,22 @@ def compare_logits(model: nn.Module, session: ort.InferenceSession, batches: Ite
         if first_gap is None:
             first_gap, first_scale = gap, float(np.abs(reference).max())
         max_gap = max(max_gap or 0.0, gap)
+        close += int((np.abs(logits - reference).max(1) <= LOGIT_TOLERANCE * np.abs(reference).max()).sum())
         same += int((logits.argmax(1) == reference.argmax(1)).sum())
         right_torch += int((reference.argmax(1) == labels.numpy()).sum())
         right_onnx += int((logits.argmax(1) == labels.numpy()).sum())
         seen += len(labels)
     return {"images": seen, "top1_pytorch": right_torch / seen, "top1_onnx": right_onnx / seen,
             "top1_agreement": same / seen, "first_batch_max_logit_gap": first_gap,
-            "first_batch_max_logit": first_scale, "max_logit_gap": max_gap}
+            "first_batch_max_logit": first_scale, "max_logit_gap": max_gap, "logit_agreement": close / seen}
 
 
 def check_logits(result: dict) -> None:
-    limit = LOGIT_TOLERANCE * result["first_batch_max_logit"]
-    if result["first_batch_max_logit_gap"] > limit:
-        raise ExportError(f"onnxruntime logits differ from PyTorch by {result['first_batch_max_logit_gap']:.3g} on "
-                          f"the first test batch, above the tolerance {limit:.3g}; the ONNX graph is not the model")
+    if result["logit_agreement"] < MIN_LOGIT_AGREEMENT:
+        raise ExportError(f"onnxruntime logits differ from PyTorch by more than {LOGIT_TOLERANCE:.0%} of the largest "
+                          f"logit on {100 * (1 - result['logit_agreement']):.2f} % of the test images (at most "
+                          f"{1 - MIN_LOGIT_AGREEMENT:.0%} may, where an activation rounds the other way at a grid "
+                          "boundary); the ONNX graph is not the model")
     if result["top1_agreement"] < MIN_TOP1_AGREEMENT:
         raise ExportError(f"onnxruntime and PyTorch agree on the top-1 class of {100 * result['top1_agreement']:.2f} % "
                           f"of the test images, below {100 * MIN_TOP1_AGREEMENT:.1f} %")

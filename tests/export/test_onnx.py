@@ -79,3 +79,13 @@ def test_a_module_without_an_onnx_translation_is_named(mixed):
     model.blocks[0].relu1 = torch.nn.Sigmoid()
     with pytest.raises(ExportError, match=r"cannot export Sigmoid \(Sigmoid\(\)\) to ONNX; supported: quantized"):
         export_onnx(model, INPUT_SHAPE)
+
+
+def test_logit_parity_allows_a_few_images_rounded_the_other_way_but_not_a_different_graph():
+    from smpq.errors import ExportError
+    from smpq.export.parity import check_logits
+
+    near = {"logit_agreement": 0.995, "top1_agreement": 1.0}
+    check_logits(near)  # a grid-boundary flip on 0.5 % of the images: still the model
+    with pytest.raises(ExportError, match=r"on 40.00 % of the test images .* the ONNX graph is not the model"):
+        check_logits({"logit_agreement": 0.6, "top1_agreement": 1.0})
