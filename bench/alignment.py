@@ -57,16 +57,24 @@ def coalition(players, policy: Policy) -> np.ndarray:
                      for p in players])
 
 
-def qat_top1(params, paths: ShapleyPaths, policies: dict[str, Policy], out: Path) -> dict[str, float]:
-    """Top-1 on ``test`` after the ``finetune`` stage's QAT of each policy (kept across reruns of the bench)."""
-    top1 = {}
+def fine_tune_policies(params, paths: ShapleyPaths, policies: dict[str, Policy], out: Path) -> dict[str, Path]:
+    """Each policy through the ``finetune`` stage's QAT with ``params``; its results folder (runs already
+    there from an earlier run of the bench are kept)."""
+    folders = {}
     for name, policy in policies.items():
-        results = out / "finetune" / name
+        folders[name] = results = out / "finetune" / name
         if not (results / "metrics.json").exists():
             policy.save(out / "policies" / f"{name}.yaml")
             finetune.run(params, name, prepared_dir=paths.prepared, pretrain_dir=paths.pretrain,
                          calibrate_dir=paths.calibrate, select_dir=out / "policies", out=out / "models" / name,
                          results=results)
+    return folders
+
+
+def qat_top1(params, paths: ShapleyPaths, policies: dict[str, Policy], out: Path) -> dict[str, float]:
+    """Top-1 on ``test`` after the ``finetune`` stage's QAT of each policy."""
+    top1 = {}
+    for name, results in fine_tune_policies(params, paths, policies, out).items():
         top1[name] = read_json(results / "metrics.json")["top1"]
         print(f"  QAT {name}: {100 * top1[name]:.2f} %", flush=True)
     return top1

@@ -22,27 +22,19 @@ from pathlib import Path
 import torch
 from scipy.stats import kendalltau
 
-from bench.alignment import random_policies
+from bench.alignment import fine_tune_policies, random_policies
 from pipelines.dag import stage_command
 from smpq.artifacts import read_json, write_json
 from smpq.config import load_params
 from smpq.cost import CostTable
-from stages import finetune
 from stages.shapley_worker import STAGE, stage_inputs
 
 
 def short_qat(params, paths, policies: dict, folder: Path) -> dict[str, dict]:
     """Each policy through the ``finetune`` stage with ``params``; search_val and test metrics after it."""
     record = {}
-    for name, policy in policies.items():
-        results = folder / "finetune" / name
-        if not (results / "metrics.json").exists():
-            policy.save(folder / "policies" / f"{name}.yaml")
-            finetune.run(params, name, prepared_dir=paths.prepared, pretrain_dir=paths.pretrain,
-                         calibrate_dir=paths.calibrate, select_dir=folder / "policies", out=folder / "models" / name,
-                         results=results)
-        metrics, history = read_json(results / "metrics.json"), read_json(results / "history.json")
-        last = history[-1]
+    for name, results in fine_tune_policies(params, paths, policies, folder).items():
+        metrics, last = read_json(results / "metrics.json"), read_json(results / "history.json")[-1]
         record[name] = {"val_top1": last.get("val_top1"), "val_loss": last.get("val_loss"), "top1": metrics["top1"]}
         print(f"  {folder.name} {name}: val top-1 {record[name]['val_top1']}, test top-1 {metrics['top1']}",
               flush=True)
