@@ -121,6 +121,7 @@ def test_game_variant_reproduces_the_recorded_smpq_run_then_pairs_the_variant(ti
     assert "variant − dmpq" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a whole tiny bench.methods run (module fixture): minutes
 def test_hawq_paired_reproduces_the_pipelines_hawq_run_from_the_recorded_seeds(tiny_methods, tmp_path, capsys):
     from bench import hawq_paired
 
