@@ -241,17 +241,17 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """CPU kernels: ``native`` (fastest for this CPU) or ``pinned`` (the same bits on any x86-64 CPU; set
-    before torch loads, by the stage entry point: stages/kernels.py). ``threads``: fixed count, or None.
-    ``device``: where models, batches and the game live (``auto`` = CUDA when available); ``precision``: the
-    autocast dtype of training forwards (quantizer rounding stays fp32, smpq.device); ``processes``: > 1
-    relaunches pretrain, supernet and finetune under torchrun with that many DDP workers (stages/launch.py)."""
+    """CPU kernels: ``native`` (fastest for this CPU) or ``pinned`` (the same bits on any x86-64 CPU; set before
+    torch loads, by the stage entry point: stages/kernels.py). ``device``: where models, batches and the game live
+    (``auto`` = CUDA when available); ``precision``: the autocast dtype of training forwards (quantizer rounding
+    stays fp32, smpq.device); ``processes`` > 1 relaunches pretrain, supernet and finetune under torchrun."""
 
     cpu_kernels: str = field(default="native", metadata=one_of("native", "pinned"))
-    threads: int | None = field(default=None, metadata=in_range(1))
+    threads: int | None = field(default=None, metadata=in_range(1))  # a fixed count, or None
     device: str = "auto"  # checked by check(): auto | cpu | cuda | cuda:N
     precision: str = field(default="fp32", metadata=one_of(*PRECISIONS))
-    processes: int = field(default=1, metadata=in_range(1, 1024))
+    processes: int = field(default=1, metadata=in_range(1, 1024))  # that many DDP workers (stages/launch.py)
+    loader_workers: int = field(default=0, metadata=in_range(0))  # 0 = batches built in process (smpq.data.loaders)
 
     def check(self, path: str) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):

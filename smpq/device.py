@@ -54,6 +54,7 @@ class Execution:
     precision: str = "fp32"
     rank: int = 0
     world_size: int = 1
+    loader_workers: int = 0  # runtime.loader_workers: processes building batches (smpq.data.loaders)
 
     @property
     def distributed(self) -> bool:

@@ -31,12 +31,13 @@ class Prepared:
 
     def loader(self, split: str, *, batch_size: int, seed: int, shuffle: bool = False, augment: bool = False,
                samples_per_epoch: int | None = None, execution: Execution = ONE_CPU_PROCESS):
-        """Seeded batches of ``split`` on ``execution``'s device; in a DDP run, this process's shard of each
-        global batch of ``batch_size``."""
+        """Seeded batches of ``split`` on ``execution``'s device, built by its ``loader_workers``; in a DDP run,
+        this process's shard of each global batch of ``batch_size``."""
         norm = self.card["normalization"]
         return make_loader(self.images(split), batch_size=batch_size, mean=norm["mean"], std=norm["std"],
                            shuffle=shuffle, seed=seed, augment=augment, samples_per_epoch=samples_per_epoch,
-                           device=execution.device, shard=(execution.rank, execution.world_size))
+                           device=execution.device, shard=(execution.rank, execution.world_size),
+                           workers=execution.loader_workers)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -60,7 +60,8 @@ def start(runtime: RuntimeConfig, environ: Mapping[str, str]) -> Execution:
     rank, world = int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1))
     local_rank = int(environ.get("LOCAL_RANK", 0))
     device = resolve_device(runtime.device, local_rank=local_rank)
-    execution = Execution(device=device, precision=runtime.precision, rank=rank, world_size=world)
+    execution = Execution(device=device, precision=runtime.precision, rank=rank, world_size=world,
+                          loader_workers=runtime.loader_workers)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if runtime.precision == "fp16" and device.type == "cpu":

@@ -110,6 +110,7 @@ def test_overrides_use_dotted_keys(tmp_path):
     ({"shapley": {"direction": "add", "truncation": 0.5}}, "shapley.truncation: only defined for estimator: permutation"),
     ({"shapley": {"value": "neg_loss", "truncation": 0.5}}, "shapley.truncation: only defined for estimator: permutation"),
     ({"tracking": []}, "tracking: expected a mapping of keys, got list"),
+    ({"runtime": {"loader_workers": -1}}, "runtime.loader_workers: -1 out of range; allowed: >= 0"),
     ({"data": {"root": None, "dataset": "image_folder", "image_size": 4}}, "data.image_size: 4 out of range; allowed: [8, 1024]"),
 ])
 def test_bad_input_names_key_and_allowed_values(tmp_path, data, message):

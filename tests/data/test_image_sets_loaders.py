@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from smpq.artifacts import save_state_dict
-from smpq.errors import ArtifactError
+from smpq.config import load_params
+from smpq.errors import ArtifactError, ConfigError
 from smpq.data import (FileImages, TensorImages, augment_batch, channel_stats, load_image_set, make_loader,
                        save_image_set)
+from smpq.data.loaders import STREAM_AUGMENT
+from smpq.data.seeding import torch_generator
+
+PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 def _images(n=50, channels=1, size=8, seed=0) -> TensorImages:
@@ -21,6 +29,21 @@ def _images(n=50, channels=1, size=8, seed=0) -> TensorImages:
 def _epoch(loader, epoch):
     loader.set_epoch(epoch)
     return list(loader)
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+def _png_folder(root, n=12, size=10) -> FileImages:
+    """``n`` noise PNGs of varied shapes (some resized and cropped on decode), labels ``0..n-1``."""
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        shape = (size + i % 3, size + (i * 2) % 5, 3)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / f"{i}.png")
+        files.append(f"{i}.png")
+    return FileImages(root, files, torch.arange(n), image_size=size)
 
 
 def test_tensor_images_save_load_round_trip_and_subset(tmp_path):
@@ -117,3 +140,49 @@ def test_loader_rejects_wrong_normalisation_length():
     with pytest.raises(ValueError, match="one value per channel"):
         make_loader(_images(channels=3), batch_size=4, mean=[0.5], std=[0.2], shuffle=False, seed=0)
 
+
+
+def test_loader_workers_give_the_same_batches_and_each_batch_its_own_augment_stream():
+    images = _images(n=50, channels=3, size=8)
+    kwargs = {"batch_size": 8, "mean": [0.5] * 3, "std": [0.25] * 3, "shuffle": True, "seed": 5, "augment": True,
+              "samples_per_epoch": 30}
+    here, workers = make_loader(images, **kwargs), make_loader(images, workers=2, **kwargs)
+    for epoch in (0, 1):
+        expected = _epoch(here, epoch)
+        assert len(expected) == 4 and _same(_epoch(workers, epoch), expected)
+        indices = here.epoch_indices(epoch)
+        for b, (x, y) in enumerate(expected):
+            raw = images.images[indices[b * 8:(b + 1) * 8]]
+            augmented = augment_batch(raw, torch_generator(5, epoch, STREAM_AUGMENT, b))
+            assert torch.equal(x, here.normalise(augmented)) and not torch.equal(x, here.normalise(raw))
+            assert torch.equal(y, images.labels[indices[b * 8:(b + 1) * 8]])
+    assert not _same(_epoch(workers, 0), _epoch(workers, 1))
+
+
+def test_loader_workers_decode_an_image_folder_to_the_same_batches(tmp_path):
+    images = _png_folder(tmp_path)
+    kwargs = {"batch_size": 5, "mean": [0.5] * 3, "std": [0.25] * 3, "shuffle": True, "seed": 1, "augment": True}
+    here, workers = make_loader(images, **kwargs), make_loader(images, workers=2, **kwargs)
+    for epoch in (0, 1):
+        expected = _epoch(here, epoch)
+        assert [len(y) for _, y in expected] == [5, 5, 2]
+        assert _same(_epoch(workers, epoch), expected)
+        assert sorted(torch.cat([y for _, y in expected]).tolist()) == list(range(12))
+
+
+def test_loader_workers_cut_the_same_ddp_shard():
+    images = _images(n=40)
+    kwargs = {"batch_size": 8, "mean": [0.5], "std": [0.25], "shuffle": True, "seed": 2, "augment": True}
+    whole = _epoch(make_loader(images, **kwargs), 1)
+    shard = _epoch(make_loader(images, shard=(1, 2), workers=2, **kwargs), 1)
+    assert _same(shard, _epoch(make_loader(images, shard=(1, 2), **kwargs), 1))
+    assert _same(shard, [(x[1::2], y[1::2]) for x, y in whole]) and [len(y) for _, y in shard] == [4] * 5
+
+
+def test_loader_rejects_negative_workers():
+    with pytest.raises(ConfigError) as err:
+        load_params(PROJECT_PARAMS, {"runtime.loader_workers": -1})
+    assert "runtime.loader_workers: -1 out of range; allowed: >= 0" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="workers must be 0"):
+        make_loader(_images(), batch_size=4, mean=[0.5], std=[0.2], shuffle=False, seed=0, workers=-1)
