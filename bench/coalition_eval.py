@@ -15,7 +15,10 @@ one masked evaluation should cost about one forward of the quantized model it st
 - ``owen``: the evaluations of one Owen unit (every group's 2^k coalitions in its context, SPEC §3.3) with
   prefix reuse, as the ``shapley`` stage runs them (``neg_kl`` value, empty group = 8-bit reference), per
   new evaluation; ``owen_plain``: the same coalitions evaluated one by one (no prefix reuse); ``within``:
-  the same for the default ``within_group`` unit (every other group present, at its full mixture),
+  the same for the default ``within_group`` unit (every other group present, at its full mixture);
+  ``within_batched``: the same unit with ``--coalitions-per-forward`` K coalitions side by side in one forward
+  (``shapley.coalitions_per_forward``), reported as its ratio to ``within`` (an accelerator's gain; a CPU gains
+  little or nothing from larger kernels),
 
 and the medians over repeats are printed with the ratios to ``fixed`` (targets: ≥ 0.8 for masked and full,
 ≥ 1.5 for owen and within: prefix reuse must make a game evaluation cheaper than a plain forward of the
@@ -90,10 +93,11 @@ def build(seed: int, batch: int, weights: str | None) -> tuple[Supernet, nn.Modu
 
 
 def owen_rate(supernet: Supernet, images: torch.Tensor, float_model: torch.nn.Module, seed: int,
-              reuse: bool, estimator: str = "owen") -> float:
+              reuse: bool, estimator: str = "owen", per_forward: int = 1) -> float:
     """New evaluations per second of one Owen unit (a fresh memo), with or without prefix reuse."""
     with torch.no_grad():
-        game = supernet_game(supernet, images, float_model(images).argmax(1), "neg_kl", fp_logits=float_model(images))
+        game = supernet_game(supernet, images, float_model(images).argmax(1), "neg_kl", fp_logits=float_model(images),
+                             coalitions_per_forward=per_forward)
     value_fn = game if reuse else (lambda mask: game(mask))
     sampler = GroupSampler(value_fn, len(supernet.players()), player_groups(supernet.players()), seed=seed,
                            antithetic=False, estimator=estimator)
@@ -106,6 +110,8 @@ def owen_rate(supernet: Supernet, images: torch.Tensor, float_model: torch.nn.Mo
 def rate(run, evaluations: int) -> float:
     start = time.perf_counter()
     run()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # kernels launched by ``run`` have finished
     return evaluations / (time.perf_counter() - start)
 
 
@@ -117,10 +123,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weights", default=None, help="optional compact_resnet state_dict file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--coalitions-per-forward", type=int, default=16, help="K of the within_batched variant")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda when the machine has a GPU")
     parser.add_argument("--no-owen", dest="owen", action="store_false", help="skip the Owen-unit variants")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    supernet, fixed_model, images, float_model = build(args.seed, args.batch, args.weights)
+    supernet, fixed_model, images, float_model = (t.to(args.device) for t in build(args.seed, args.batch,
+                                                                                      args.weights))
     masks = random_coalitions(supernet, args.evals * (args.repeats + 1), np.random.default_rng(args.seed))
     full = np.ones(len(supernet.players()), dtype=bool)
     single = argmax_coalition(supernet)
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
             supernet(images)
 
     rates: dict[str, list[float]] = {"fixed": [], "masked": [], "full": [], "argmax": [], "owen": [],
-                                     "owen_plain": [], "within": []}
+                                     "owen_plain": [], "within": [], "within_batched": []}
     with torch.no_grad():
         fixed_run(), masked_run(masks[:args.evals]), masked_run([full])  # warm-up
         with supernet.coalition(single):
@@ -151,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
                 rates["owen"].append(owen_rate(supernet, images, float_model, r, reuse=True))
                 rates["owen_plain"].append(owen_rate(supernet, images, float_model, r, reuse=False))
                 rates["within"].append(owen_rate(supernet, images, float_model, r, True, "within_group"))
+                rates["within_batched"].append(owen_rate(supernet, images, float_model, r, True, "within_group",
+                                                         args.coalitions_per_forward))
                 supernet.set_empty_group("zero")
     rates = {name: values for name, values in rates.items() if values}
     medians = {name: statistics.median(values) for name, values in rates.items()}
@@ -159,7 +170,10 @@ def main(argv: list[str] | None = None) -> dict:
     for name, value in medians.items():
         print(f"  {name:>6}: {value:7.2f} evaluations/s  ({1e3 / value:7.1f} ms each)")
     print(f"  argmax coalition vs fixed model: max abs output difference {gap:.3g}")
-    for name in medians.keys() - {"fixed"}:
+    if "within_batched" in medians:
+        print(f"  within_batched/within = {medians['within_batched'] / medians['within']:.2f} "
+              f"({args.coalitions_per_forward} coalitions per forward, {args.device})")
+    for name in medians.keys() - {"fixed", "within_batched"}:
         ratio, target = medians[name] / medians["fixed"], PREFIX_TARGET if name in ("owen", "within") else TARGET_RATIO
         print(f"  {name}/fixed = {ratio:.2f} ({'meets' if ratio >= target else 'misses'} the {target} target)")
     return {"evaluations_per_second": medians, "argmax_vs_fixed_max_abs_diff": gap}

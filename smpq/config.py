@@ -24,8 +24,7 @@ BIT_RANGE = (2, 16)  # bit-widths a candidate (or the fixed first/last precision
 SCHEDULES = ("onecycle", "cosine", "constant")
 METHODS = ("smpq", "dmpq", "uniform", "dmpq_argmax", "hawq")
 COMPLEXITY_FORMS = ("hinge", "ratio")  # supernet complexity losses (smpq.supernet.alpha.complexity_loss)
-# The Shapley options (SPEC §3.3), used by smpq.shapley: estimators, the one-unit ones, game values, what an
-# empty group means, how the permutation estimator walks.
+# The Shapley options of smpq.shapley (SPEC §3.3): estimators, the one-unit ones, values, empty groups, walks.
 ESTIMATORS = ("owen", "within_group", "permutation", "exact")
 DETERMINISTIC = ("within_group", "exact")
 VALUES = ("neg_kl", "neg_loss", "top1")
@@ -165,6 +164,7 @@ class ShapleyConfig:
     reference_bits: int | None = field(default=None, metadata=in_range(*BIT_RANGE))  # None = full precision
     batch_size: int = field(default=256, metadata=in_range(1))  # seeded search_val batches of the game
     batches: int = field(default=8, metadata=in_range(1))
+    coalitions_per_forward: int | None = field(default=None, metadata=in_range(1))  # None: auto (smpq.shapley.game)
     bn_recalibration: int = field(default=0, metadata=in_range(0))  # train batches re-estimating BN per coalition
     max_permutations: int = field(default=8, metadata=in_range(1))  # orderings of the groups (owen) or players
     tolerance: float | None = field(default=None, metadata=in_range(0.0))

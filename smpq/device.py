@@ -26,6 +26,9 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # An in-memory split moves to an accelerator once per stage if its uint8 images take at most this fraction
 # of the device's free memory; the rest stays for the model, activations and the optimizer.
 DEVICE_DATA_FRACTION = 0.25
+# The batched Shapley game (``shapley.coalitions_per_forward: null``) lets K coalitions' activations take at
+# most this fraction of the free memory (the recorded forward's outputs per coalition: an upper bound).
+DEVICE_BATCH_FRACTION = 0.5
 
 
 def resolve_device(name: str, *, cuda_available: bool | None = None, cuda_count: int | None = None,
@@ -90,6 +93,16 @@ def split_fits(nbytes: int, device: torch.device, *, free_bytes: int | None = No
     if free_bytes is None:
         free_bytes = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
     return nbytes <= DEVICE_DATA_FRACTION * free_bytes
+
+
+def fit_count(nbytes_each: int, device: torch.device, *, free_bytes: int | None = None) -> int:
+    """How many copies of ``nbytes_each`` (e.g. one coalition's activations in the batched Shapley game) fit in
+    ``DEVICE_BATCH_FRACTION`` of the device's free memory; at least 1, and 1 on the CPU (nothing to gain)."""
+    if device.type == "cpu" or nbytes_each <= 0:
+        return 1
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+    return max(1, int(DEVICE_BATCH_FRACTION * free_bytes // nbytes_each))
 
 
 def cpu_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def build_game(params: Params, paths: ShapleyPaths) -> Game:
              if cfg.bn_recalibration else ())
     fp_logits = full_precision_logits(params, prepared, paths, images) if cfg.value == "neg_kl" else None
     value_fn = supernet_game(supernet, images, labels, cfg.value, fp_logits=fp_logits, batch_size=cfg.batch_size,
-                             recalibration=recal)
+                             recalibration=recal, coalitions_per_forward=cfg.coalitions_per_forward)
     return Game(value_fn, supernet.players(), player_groups(supernet.players()))
 
 

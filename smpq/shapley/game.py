@@ -14,19 +14,23 @@ With ``recalibration`` images, every coalition is evaluated with batch-norm stat
 for that coalition (``smpq.supernet.batchnorm``), instead of the mixture's; no prefix is replayed then.
 
 Devices: the game runs where the supernet and the images are (the caller puts both on one device, e.g. a
-GPU); the per-image values come back to the CPU as numpy arrays. The coalitions of one ``many`` call share
-the replayed prefix but each runs its own forward of the layers after it (no batching of coalitions).
+GPU); the per-image values come back to the CPU as numpy arrays. ``coalitions_per_forward`` K > 1 evaluates
+up to K coalitions of one ``many`` call side by side in one forward of K·B images (``PrefixReplay.replay_many``),
+so a GPU gets large kernels instead of K small launches; equal to one-by-one evaluation up to float rounding.
+``None`` (auto) is 1 on the CPU, where it gains nothing and one-by-one keeps the values bit for bit, and on an
+accelerator as many as ``smpq.device.fit_count`` allows for the recorded forward's activations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from smpq.config import VALUES
+from smpq.device import fit_count
 from smpq.shapley.prefix import PrefixReplay
 from smpq.supernet.batchnorm import recalibrated
 
@@ -36,7 +40,7 @@ class SupernetGame:
 
     def __init__(self, supernet, images: torch.Tensor, labels: torch.Tensor, value: str = "neg_kl", *,
                  fp_logits: torch.Tensor | None = None, batch_size: int | None = None,
-                 recalibration: Sequence[torch.Tensor] = ()):
+                 recalibration: Sequence[torch.Tensor] = (), coalitions_per_forward: int | None = 1):
         if value not in VALUES:
             raise ValueError(f"unknown game value {value!r}; allowed: {', '.join(VALUES)}")
         if len(images) != len(labels) or len(images) == 0:
@@ -44,7 +48,11 @@ class SupernetGame:
                              f"(got {len(images)} images, {len(labels)} labels)")
         if value == "neg_kl" and (fp_logits is None or len(fp_logits) != len(images)):
             raise ValueError("value neg_kl needs the full-precision logits of the same images (fp_logits)")
+        if coalitions_per_forward is not None and coalitions_per_forward < 1:
+            raise ValueError(f"coalitions_per_forward must be at least 1 (or None: auto), got {coalitions_per_forward}")
         self.supernet, self.value, self._recalibration = supernet, value, list(recalibration)
+        self._per_forward = 1 if coalitions_per_forward is None and images.device.type == "cpu" \
+            else coalitions_per_forward
         size = batch_size or len(images)
         self._batches = [(images[i:i + size], labels[i:i + size]) for i in range(0, len(images), size)]
         self._fp = None if fp_logits is None else torch.log_softmax(fp_logits.double(), dim=1)
@@ -68,17 +76,30 @@ class SupernetGame:
         values: list[list[torch.Tensor]] = [[] for _ in masks]
         offset = 0
         for images, labels in self._batches:
-            for k, mask in enumerate(masks):
-                with self.supernet.coalition(mask):
-                    if len(masks) == 1:
-                        logits = self.supernet(images)
-                    elif k == 0:
-                        logits = self._replay.record(images)
-                    else:
-                        logits = self._replay.replay(images, starts)
-                values[k].append(self._per_image(logits, labels, offset))
+            if len(masks) == 1:
+                with self.supernet.coalition(masks[0]):
+                    values[0].append(self._per_image(self.supernet(images), labels, offset))
+            else:
+                for k, logits in self._replayed(images, masks, starts):
+                    values[k].append(self._per_image(logits, labels, offset))
             offset += len(images)
         return [torch.cat(v).cpu().numpy() for v in values]
+
+    def _replayed(self, images: torch.Tensor, masks: list[np.ndarray], starts: list) -> Iterator:
+        """(k, logits of coalition k) for each mask: the first records the forward, the others replay its prefix,
+        up to ``coalitions_per_forward`` of them side by side in one batched forward."""
+        with self.supernet.coalition(masks[0]):
+            yield 0, self._replay.record(images)
+        per = self._per_forward or fit_count(self._replay.recorded_bytes(), images.device)
+        for first in range(1, len(masks), per):
+            chunk = masks[first:first + per]
+            with self.supernet.coalition(chunk[0]):
+                if len(chunk) == 1:
+                    yield first, self._replay.replay(images, starts)
+                    continue
+                logits = self._replay.replay_many(images, starts, len(chunk),
+                                                  lambda k, chunk=chunk: self.supernet.set_coalition(chunk[k]))
+            yield from enumerate(logits.chunk(len(chunk)), start=first)
 
     def _recalibrated(self, mask: np.ndarray) -> np.ndarray:
         self.supernet.eval()
@@ -100,7 +121,8 @@ class SupernetGame:
 
 def supernet_game(supernet: nn.Module, images: torch.Tensor, labels: torch.Tensor, value: str = "neg_kl", *,
                   fp_logits: torch.Tensor | None = None, batch_size: int | None = None,
-                  recalibration: Sequence[torch.Tensor] = ()) -> SupernetGame:
+                  recalibration: Sequence[torch.Tensor] = (),
+                  coalitions_per_forward: int | None = 1) -> SupernetGame:
     """The coalition game of a frozen supernet on ``images`` (evaluated in chunks of ``batch_size``)."""
     return SupernetGame(supernet, images, labels, value, fp_logits=fp_logits, batch_size=batch_size,
-                        recalibration=recalibration)
+                        recalibration=recalibration, coalitions_per_forward=coalitions_per_forward)

@@ -11,6 +11,14 @@ modules (additions of residual blocks, flattening) runs as usual. Valid for any 
 not depend on the coalition, which holds for the supernet: a coalition changes values, never control flow.
 Replayed results are bit-identical to a full forward, because every computed unit sees exactly the inputs it
 would have seen.
+
+Batched variants (``replay_many``): K variants of the model that differ only in the ``starts`` units (the
+coalitions of one group) run as one forward of K·B images: the replayed outputs are tiled K times, each varying
+unit runs once per variant on its B-image chunk (set up by ``configure(k)``), and every later unit runs once
+on all K·B images, so an accelerator gets K times larger kernels per launch. The varying units see exactly the
+inputs they would have seen; the later units see a larger batch, whose kernels may round differently, so
+variant k's output equals ``replay`` under variant k up to float rounding (bit for bit where the kernels do
+not depend on the batch size).
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ class PrefixReplay:
         self._calls = 0
         self._recording = False
         self._copies = False  # set for good once the model is seen changing a recorded output in place
+        self._tiles = 1  # > 1 inside replay_many: variants run side by side on K·B images
+        self._varying: set[int] = set()
+        self._configure: Callable[[int], None] | None = None
 
     @torch.no_grad()
     def record(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,6 +85,24 @@ class PrefixReplay:
         with self._patched():
             return self.model(x)
 
+    @torch.no_grad()
+    def replay_many(self, x: torch.Tensor, starts: Sequence[nn.Module], variants: int,
+                    configure: Callable[[int], None]) -> torch.Tensor:
+        """Logits [variants · B, ...] of ``variants`` model variants in one forward: rows k·B to (k+1)·B are
+        variant k's, which differs from the recorded model only in the ``starts`` units (``configure(k)``
+        sets it up; the last variant stays set). Needs a recorded forward of the same ``x``."""
+        if variants < 1:
+            raise ValueError(f"replay_many needs at least one variant, got {variants}")
+        self._tiles, self._varying, self._configure = variants, {id(m) for m in starts}, configure
+        try:
+            return self.replay(_tile(x, variants), starts)
+        finally:
+            self._tiles, self._varying, self._configure = 1, set(), None
+
+    def recorded_bytes(self) -> int:
+        """Bytes of the recorded unit outputs: an upper bound on one variant's activations in ``replay_many``."""
+        return sum(t.nbytes for value, _ in self._outputs for t in _tensors(value))
+
     @contextmanager
     def _patched(self) -> Iterator[None]:
         self._calls = 0
@@ -91,7 +120,11 @@ class PrefixReplay:
             self._calls += 1
             if index < self._stop:
                 value = self._outputs[index][0]
+                if self._tiles > 1:
+                    return _tile(value, self._tiles)  # a new tensor: the record stays untouched
                 return _copy(value) if self._copies else value
+            if self._tiles > 1 and id(unit) in self._varying:
+                return self._per_variant(forward, args, kwargs)
             out = forward(*args, **kwargs)
             if self._recording:
                 kept = _copy(out) if self._copies else out
@@ -99,6 +132,33 @@ class PrefixReplay:
                 self._first_call.setdefault(id(unit), index)
             return out
         return call
+
+
+    def _per_variant(self, forward: Callable, args: tuple, kwargs: dict) -> object:
+        """A varying unit under each variant on that variant's chunk of its K·B inputs, concatenated."""
+        chunks = [a.chunk(self._tiles) if isinstance(a, torch.Tensor) else None for a in args]
+        outputs = []
+        for k in range(self._tiles):
+            self._configure(k)
+            outputs.append(forward(*(a if c is None else c[k] for a, c in zip(args, chunks)), **kwargs))
+        return torch.cat(outputs)
+
+
+def _tile(value: object, times: int) -> object:
+    """``value`` repeated ``times`` along the batch dimension (tensors, or tuples of them)."""
+    if isinstance(value, torch.Tensor):
+        return value.repeat(times, *([1] * (value.dim() - 1)))
+    if isinstance(value, tuple):
+        return tuple(_tile(v, times) for v in value)
+    return value
+
+
+def _tensors(value: object) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, tuple):
+        return [t for item in value for t in _tensors(item)]
+    return []
 
 
 def _version(value: object) -> tuple:

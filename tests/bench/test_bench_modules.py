@@ -181,10 +181,11 @@ def test_coalition_benchmark_runs_on_a_small_batch(capsys):
 
     result = coalition_eval.main(["--repeats", "1", "--evals", "1", "--batch", "16", "--threads", "1"])
     assert set(result["evaluations_per_second"]) == {"fixed", "masked", "full", "argmax", "owen", "owen_plain",
-                                                         "within"}
+                                                         "within", "within_batched"}
     assert all(rate > 0 for rate in result["evaluations_per_second"].values())
     assert result["argmax_vs_fixed_max_abs_diff"] <= 1e-5  # the argmax coalition is the fixed-policy model
-    assert "masked/fixed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "masked/fixed" in out and "within_batched/within" in out
 
 
 @pytest.mark.slow  # starts local Dask clusters of 1 and 2 workers

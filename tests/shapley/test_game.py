@@ -101,6 +101,35 @@ def test_prefix_before_the_changed_layer_runs_once_per_batch(game, reference, mo
     assert calls == {"conv_a": 2, "conv_b": 8}  # 2 batches: conv_a once per batch, conv_b once per coalition
 
 
+@pytest.mark.parametrize("per_forward", [2, 3, 8, None])
+def test_batched_coalitions_equal_one_by_one_evaluation_in_fewer_forwards(game, reference, per_forward):
+    supernet, images, labels, fp_logits = game
+    one_by_one = supernet_game(supernet, images, labels, "neg_kl", fp_logits=fp_logits, batch_size=16)
+    batched = supernet_game(supernet, images, labels, "neg_kl", fp_logits=fp_logits, batch_size=16,
+                            coalitions_per_forward=per_forward)
+    masks = []
+    for code in range(8):  # conv_b's weight group: 8 coalitions
+        mask = np.ones(10, dtype=bool)
+        mask[GROUPS[2]] = [(code >> i) & 1 for i in range(3)]
+        masks.append(mask)
+    seen = []
+    hook = supernet.model.fc.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    try:
+        got = batched.many(masks)
+    finally:
+        hook.remove()
+    want = one_by_one.many(masks)
+    assert all(np.allclose(a, b, rtol=1e-6, atol=1e-9) for a, b in zip(got, want))
+    per = per_forward or 1  # auto is 1 on the CPU: then the values are the one-by-one values bit for bit
+    chunks = [min(per, 7 - start) for start in range(0, 7, per)]
+    assert seen == ([16] + [16 * c for c in chunks]) * 2  # per batch: the record, then the batched replays
+    if per == 1:
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert supernet.coalition_mask is None
+    with pytest.raises(ValueError, match=r"coalitions_per_forward must be at least 1 \(or None: auto\), got 0"):
+        supernet_game(supernet, images, labels, "top1", coalitions_per_forward=0)
+
+
 def test_an_empty_group_uses_the_reference_quantizer_or_the_float_tensor(game, reference):
     supernet, images, labels, fp_logits = game
     value = supernet_game(supernet, images, labels, "neg_kl", fp_logits=fp_logits)

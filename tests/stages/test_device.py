@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from smpq.config import load_params
-from smpq.device import Execution, cpu_state, resolve_device, split_fits
+from smpq.device import Execution, cpu_state, fit_count, resolve_device, split_fits
 from smpq.errors import ConfigError
 from smpq.quant import LSQQuantizer
 from smpq.quant.layers import QuantConv2d
@@ -85,6 +85,12 @@ def test_the_memory_rule_for_splits():
     cuda = torch.device("cuda", 0)
     assert split_fits(100, cuda, free_bytes=400) and not split_fits(101, cuda, free_bytes=400)
     assert split_fits(10**15, torch.device("cpu"))
+
+
+def test_the_memory_rule_for_batched_coalitions():
+    assert fit_count(10**9, torch.device("cpu")) == 1  # nothing to gain on the CPU
+    assert fit_count(100, torch.device("cuda", 0), free_bytes=1000) == 5  # half of the free memory
+    assert fit_count(10**6, torch.device("cuda", 0), free_bytes=1000) == 1  # at least one
 
 
 def test_quantizers_stay_fp32_under_bf16_autocast():
