@@ -99,10 +99,17 @@ def main(argv: list[str] | None = None) -> dict:
         write_json(args.out / "hawq_paired.json", {"methods": str(args.methods), "control": check, "seeds": seeds})
     rows = [row for s in seeds.values() for row in s["runs"].values()]
     gaps = {f"{m}_minus_hawq": paired(rows, f"{m}_top1", "top1") for m in OTHERS}
-    for name, g in gaps.items():
-        std = "n/a" if g["std"] is None else f"{g['std']:.2f}"
-        print(f"{name.replace('_minus_', ' − ')}: {g['mean']:+.2f} ± {std} pp ({g['wins']}/{g['pairs']} wins)")
-    report = {"methods": str(args.methods), "control": check, "seeds": seeds, "paired": gaps}
+    by_budget = {}
+    for budget in sorted({tag.split()[0] for s in seeds.values() for tag in s["runs"]}):
+        chosen = [row for s in seeds.values() for tag, row in s["runs"].items() if tag.split()[0] == budget]
+        by_budget[budget] = {f"{m}_minus_hawq": paired(chosen, f"{m}_top1", "top1") for m in OTHERS}
+    for budget, budget_gaps in by_budget.items():
+        for name, g in budget_gaps.items():
+            std = "n/a" if g["std"] is None else f"{g['std']:.2f}"
+            print(f"{budget}: {name.replace('_minus_', ' − ')}: {g['mean']:+.2f} ± {std} pp "
+                  f"({g['wins']}/{g['pairs']} wins)")
+    report = {"methods": str(args.methods), "control": check, "seeds": seeds, "paired": gaps,
+              "paired_by_budget": by_budget}
     write_json(args.out / "hawq_paired.json", report)
     return report
 

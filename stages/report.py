@@ -8,6 +8,7 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 from smpq.artifacts import read_json, write_json, write_text
+from stages.machine import machine
 from stages.plots import accuracy_vs_bitops, shapley_vs_alpha
 from stages.report_html import markdown_to_html
 from stages.run_info import budget_label, record_summary
@@ -59,7 +60,7 @@ def _number(value) -> str:
 
 
 def run(params, *, pretrain_results: Path, select_results: Path, finetune_results: Path, export_results: Path,
-        shapley_dir: Path, out: Path) -> dict:
+        shapley_dir: Path, out: Path, machine: str = "") -> dict:
     fp_top1 = read_json(pretrain_results / "metrics.json")["fp"]["top1"]
     selection = read_json(select_results / "summary.json")
     rows = [{**selection[m], **_exported(export_results / m), **read_json(finetune_results / m / "metrics.json")}
@@ -73,7 +74,7 @@ def run(params, *, pretrain_results: Path, select_results: Path, finetune_result
         f"Budget: {budget:.4f} GBitOps ({budget_label(params)}); first/last layers at "
         f"W{params.quant.first_last.w_bits}A{params.quant.first_last.a_bits}. Top-1 on the `test` split; "
         "slack = budget − used GBitOps; MB as the cost model prices it, packed MB as the export "
-        "writes it (weights and biases; docs/export.md).",
+        "writes it (weights and biases; docs/export.md)." + (f" Machine: {machine}." if machine else ""),
         table_markdown(rows, fp_top1),
         "![top-1 vs GBitOps](accuracy_vs_bitops.png)",
         f"Spearman correlation between α probability and Shapley value over {len(players)} candidates: "
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     with session("report", args, sections=("report",)) as s:
         metrics = run(s.params, pretrain_results=args.pretrain, select_results=args.select,
                       finetune_results=args.finetune, export_results=args.export, shapley_dir=args.shapley,
-                      out=args.out)
+                      out=args.out, machine=machine(s.params.runtime.cpu_kernels))
         s.record(metrics, args.out)
         costs = {m: {k: v[k] for k in ("gbitops", "size_mb", "slack")}
                  for m, v in read_json(args.select / "summary.json").items()}

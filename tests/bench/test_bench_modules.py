@@ -132,6 +132,7 @@ def test_hawq_paired_reproduces_the_pipelines_hawq_run_from_the_recorded_seeds(t
     recorded = report["seeds"][0]["budgets"]["avg3"]["methods"]
     assert row["policy"] == recorded["hawq"]["policy"] and row["top1"] == recorded["hawq"]["top1"]  # same run
     assert row["smpq_top1"] == recorded["smpq"]["top1"] and result["paired"]["dmpq_minus_hawq"]["pairs"] == 1
+    assert result["paired_by_budget"] == {"avg3": result["paired"]}  # one budget: the same pairs
     assert result["seeds"][0]["sensitivity"]["hvps"] >= 2 and "smpq − hawq" in capsys.readouterr().out
 
 
