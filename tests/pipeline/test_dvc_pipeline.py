@@ -40,6 +40,8 @@ def test_pipeline_writes_report_and_metrics(reproduced):
     fp = json.loads((reproduced / "results/pretrain/metrics.json").read_text())
     assert 0.5 < fp["fp"]["top1"] <= 1.0  # 2 epochs on 3 000 images: far above chance (0.1)
     assert 0.1 < metrics["uniform"]["top1"] <= 1.0
+    # the DVC summary fits 120 columns: the budget and each method's top-1 (the rest is in MLflow and export/)
+    assert set(metrics) == {"budget", *METHODS} and all(set(metrics[m]) == {"top1"} for m in METHODS)
     card = json.loads((reproduced / "data/prepared/card.json").read_text())
     assert card["counts"] == {"train": 3000, "search_val": 500, "test": 1000}
     assert (reproduced / "results/report/accuracy_vs_bitops.png").stat().st_size > 1000
