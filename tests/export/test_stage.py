@@ -15,16 +15,12 @@ from smpq.cost import cost_table, size_bytes
 from smpq.policy import Policy, fixed_bits
 from smpq.quant import apply_policy, calibrate
 from stages.inputs import build_model, load_prepared
-from tests.stages.test_bad_inputs import Project, one_error_line
+from tests.stages.test_bad_inputs import Project, one_error_line, prepared_project
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch, capsys) -> Project:
-    monkeypatch.chdir(tmp_path)
-    proj = Project(tmp_path)
-    proj.capsys = capsys
-    code, err = proj.run("prepare")
-    assert code == 0, err
+    proj = prepared_project(tmp_path, monkeypatch, capsys)
     params = load_params(proj.params)
     prepared = load_prepared(tmp_path / "data/prepared")
     torch.manual_seed(0)

@@ -93,13 +93,19 @@ class Project:
                 for p in sorted((self.root / folder).rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch, capsys) -> Project:
+def prepared_project(tmp_path, monkeypatch, capsys) -> Project:
+    """A tiny project in ``tmp_path`` (the working folder) whose ``prepare`` stage has run."""
     monkeypatch.chdir(tmp_path)
     proj = Project(tmp_path)
     proj.capsys = capsys
     code, err = proj.run("prepare")
     assert code == 0, err
+    return proj
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, capsys) -> Project:
+    proj = prepared_project(tmp_path, monkeypatch, capsys)
     for name, content in {"data/pretrain/model.pt": b"previous model", "results/pretrain/metrics.json": b"{}",
                           "data/select/smpq.yaml": b"previous: policy\n"}.items():  # earlier outputs to keep
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
