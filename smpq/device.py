@@ -90,9 +90,7 @@ def split_fits(nbytes: int, device: torch.device, *, free_bytes: int | None = No
     the device's free memory. The CPU is where splits load, so they always "fit" there."""
     if device.type == "cpu":
         return True
-    if free_bytes is None:
-        free_bytes = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-    return nbytes <= DEVICE_DATA_FRACTION * free_bytes
+    return nbytes <= DEVICE_DATA_FRACTION * _free(device, free_bytes)
 
 
 def fit_count(nbytes_each: int, device: torch.device, *, free_bytes: int | None = None) -> int:
@@ -100,9 +98,14 @@ def fit_count(nbytes_each: int, device: torch.device, *, free_bytes: int | None 
     ``DEVICE_BATCH_FRACTION`` of the device's free memory; at least 1, and 1 on the CPU (nothing to gain)."""
     if device.type == "cpu" or nbytes_each <= 0:
         return 1
-    if free_bytes is None:
-        free_bytes = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-    return max(1, int(DEVICE_BATCH_FRACTION * free_bytes // nbytes_each))
+    return max(1, int(DEVICE_BATCH_FRACTION * _free(device, free_bytes) // nbytes_each))
+
+
+def _free(device: torch.device, free_bytes: int | None) -> int:
+    """``free_bytes`` when given (tests), else the device's free memory (CUDA; 0 for others)."""
+    if free_bytes is not None:
+        return free_bytes
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
 
 
 def cpu_state(state: dict[str, Any]) -> dict[str, Any]:

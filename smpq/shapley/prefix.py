@@ -154,6 +154,7 @@ def _tile(value: object, times: int) -> object:
 
 
 def _tensors(value: object) -> list[torch.Tensor]:
+    """The tensors of a unit output (a tensor, or tuples of them), in order."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, tuple):
@@ -163,11 +164,7 @@ def _tensors(value: object) -> list[torch.Tensor]:
 
 def _version(value: object) -> tuple:
     """The in-place version counters of a unit output (tensors, or tuples of them)."""
-    if isinstance(value, torch.Tensor):
-        return (value._version,)
-    if isinstance(value, tuple):
-        return tuple(v for item in value for v in _version(item))
-    return ()
+    return tuple(t._version for t in _tensors(value))
 
 
 def _copy(value: object) -> object:
