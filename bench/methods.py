@@ -12,7 +12,8 @@ BitOps, independent of the budget) is fine-tuned once per seed. Everything else 
 Reported: per budget and method top-1 mean ± std over seeds, GBitOps, MB, paired differences smpq − dmpq,
 smpq − uniform, smpq − hawq and dmpq − hawq; per seed the Spearman ρ between α probabilities and Shapley
 values over all candidates and the layers where smpq and dmpq choose different bits; a PNG of top-1 vs
-GBitOps with error bars; a JSON of every raw number (``--render`` re-summarises that JSON without training).
+GBitOps with error bars; a JSON of every raw number (``--render`` re-summarises that JSON without training;
+``--merge A B …`` joins the seeds of runs made apart, e.g. one process per seed, into one report).
 Each seed runs in its own scratch copy of the project (``OUT/seed<n>``, ``bench.workspace``): ``dvc repro``
 of the stages of ``dvc.yaml`` with the overridden ``params.yaml``, so the stages, paths and files are those
 of the pipeline itself; ``--reuse`` starts a copy from an earlier run's outputs and ``dvc.lock``, and DVC
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=SCRATCH / "methods")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each stage process")
     parser.add_argument("--render", action="store_true", help="only re-summarise OUT/methods.json (no training)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RUN",
+                        help="only join the seeds of earlier runs' OUT folders (same budgets and fine-tune seeds) "
+                             "into one report in --out (no training)")
     parser.add_argument("--reuse", type=Path, default=None,
                         help="an earlier run's OUT: start each seed from its outputs and dvc.lock; DVC reruns "
                              "only the stages the new params change (e.g. shapley onward for shapley params)")
@@ -213,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.render:
         return render(read_json(args.out / "methods.json"), args.out)
+    if args.merge:
+        return render(merge(args.merge), args.out)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = BENCH | (TINY if args.tiny else {}) | parse_overrides(args.set)
     default_params(overrides)  # a bad key or value stops here, before any copy or training
@@ -225,6 +231,26 @@ def main(argv: list[str] | None = None) -> dict:
               "tiny": args.tiny, "wall_seconds": seconds, "budgets": args.budgets, "finetune_seeds": ft_seeds,
               "seeds": seeds}
     return render(report, args.out)
+
+
+def merge(runs: list[Path]) -> dict:
+    """One raw report from the ``methods.json`` of several runs of one protocol (same budgets, fine-tune seeds,
+    tiny or not, machine), each with other seeds: so seeds can run as separate processes side by side."""
+    reports = [read_json(run / "methods.json") for run in runs]
+    for run, report in zip(runs[1:], reports[1:]):
+        for key in ("budgets", "finetune_seeds", "tiny", "machine"):
+            if report.get(key) != reports[0].get(key):
+                raise ValueError(f"{run}: {key} {report.get(key)!r} differs from {runs[0]}'s "
+                                 f"{reports[0].get(key)!r}; only runs of one protocol merge")
+    seeds = sorted((s for r in reports for s in r["seeds"]), key=lambda s: s["seed"])
+    repeated = sorted({s["seed"] for s in seeds if sum(t["seed"] == s["seed"] for t in seeds) > 1})
+    if repeated:
+        raise ValueError(f"seed(s) {repeated} appear in more than one merged run; merge runs of distinct seeds")
+    parts = [{k: r.get(k) for k in ("command", "date", "threads", "wall_seconds")} for r in reports]
+    return {**{k: reports[0].get(k) for k in ("machine", "tiny", "budgets", "finetune_seeds")},
+            "command": "python -m bench.methods --merge " + " ".join(map(str, runs)), "parts": parts,
+            "date": max(r["date"] for r in reports), "threads": reports[0].get("threads"),
+            "wall_seconds": sum(r["wall_seconds"] for r in reports), "seeds": seeds}
 
 
 def render(report: dict, out: Path) -> dict:

@@ -35,13 +35,16 @@ def markdown(rows: list[dict], gaps: list[dict], seeds: list[dict]) -> str:
         lines.append(f"| {s['seed']} | {100 * s['fp_top1']:.2f} | {s['spearman_alpha_shapley']:.3f} | "
                      f"{s['shapley']['evaluations']} | " + " | ".join(str(len(s["budgets"][t]["differing_layers"]))
                                                                 for t in tags) + " |")
-    stages = list(seeds[0]["stage_seconds"])
+    stages = list(dict.fromkeys(k for s in seeds for k in s["stage_seconds"]))  # a reused stage is absent: "–"
     lines += ["", "| seconds per stage | " + " | ".join(f"seed {s['seed']}" for s in seeds) + " | fastest |",
               "|---|" + "---:|" * (len(seeds) + 1)]
     for stage in [*stages, "total"]:
-        values = [s["total_seconds"] if stage == "total" else s["stage_seconds"][stage] for s in seeds]
-        best = sum(min(s["stage_seconds"][k] for s in seeds) for k in stages) if stage == "total" else min(values)
-        lines.append(f"| {stage} | " + " | ".join(f"{v:.0f}" for v in values) + f" | {best:.0f} |")
+        values = [s["total_seconds"] if stage == "total" else s["stage_seconds"].get(stage) for s in seeds]
+        ran = [v for v in values if v is not None]
+        best = (sum(min(s["stage_seconds"].get(k, float("inf")) for s in seeds) for k in stages)
+                if stage == "total" else min(ran))
+        lines.append(f"| {stage} | " + " | ".join("–" if v is None else f"{v:.0f}" for v in values)
+                     + f" | {best:.0f} |")
     lines += ["", "Layers where smpq and dmpq choose different bits:", ""]
     for s in seeds:
         for tag, b in s["budgets"].items():
