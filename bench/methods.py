@@ -31,6 +31,7 @@ import datetime
 import logging
 import platform
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -243,7 +244,7 @@ def merge(runs: list[Path]) -> dict:
                 raise ValueError(f"{run}: {key} {report.get(key)!r} differs from {runs[0]}'s "
                                  f"{reports[0].get(key)!r}; only runs of one protocol merge")
     seeds = sorted((s for r in reports for s in r["seeds"]), key=lambda s: s["seed"])
-    repeated = sorted({s["seed"] for s in seeds if sum(t["seed"] == s["seed"] for t in seeds) > 1})
+    repeated = sorted(seed for seed, n in Counter(s["seed"] for s in seeds).items() if n > 1)
     if repeated:
         raise ValueError(f"seed(s) {repeated} appear in more than one merged run; merge runs of distinct seeds")
     parts = [{k: r.get(k) for k in ("command", "date", "threads", "wall_seconds")} for r in reports]

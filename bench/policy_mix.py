@@ -12,11 +12,10 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from bench.methods_report import ARGMAX, METHODS
 from smpq.artifacts import write_json
 from smpq.cost import CostTable
 from smpq.policy import Policy
-
-METHODS = ("smpq", "dmpq", "hawq", "uniform", "dmpq_argmax")
 
 
 def policy_mix(policy: Policy, table: CostTable) -> dict:
@@ -30,10 +29,11 @@ def policy_mix(policy: Policy, table: CostTable) -> dict:
 
 def copy_mix(copy: Path) -> dict[str, dict]:
     """``policy_mix`` of every method selected in one seed copy (``OUT/seed<n>``)."""
-    select, table = copy / "data" / "select", CostTable.load(copy / "data" / "calibrate")
+    select = copy / "data" / "select"
     if not select.is_dir():
         raise FileNotFoundError(f"{select}: no selection yet; run bench.methods into {copy.parent} first")
-    return {m: policy_mix(Policy.load(select / f"{m}.yaml"), table) for m in METHODS
+    table = CostTable.load(copy / "data" / "calibrate")
+    return {m: policy_mix(Policy.load(select / f"{m}.yaml"), table) for m in (*METHODS, ARGMAX)
             if (select / f"{m}.yaml").is_file()}
 
 
