@@ -136,6 +136,22 @@ def test_hawq_paired_reproduces_the_pipelines_hawq_run_from_the_recorded_seeds(t
     assert result["seeds"][0]["sensitivity"]["hvps"] >= 2 and "smpq − hawq" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a whole tiny bench.methods run (module fixture): minutes
+def test_mixture_dependence_recomputes_the_recorded_game_then_probes_a_variant(tiny_methods, tmp_path, capsys):
+    from bench import mixture_dependence
+
+    out, _ = tiny_methods
+    rows = mixture_dependence.main([str(out / "seed0"), "--layers", "2", "--variant", "default:",
+                                    "--variant", "recal:bn_recalibration=1", "--out", str(tmp_path / "m.json")])
+    seed = rows["seed0"]
+    assert seed["default"]["max_difference_to_recorded"] < 1e-9  # the stage's own game, recomputed
+    assert seed["default"]["v_full"] == pytest.approx(seed["recorded"]["v_full"], abs=1e-9)
+    assert seed["default"]["v_empty"] == pytest.approx(seed["recorded"]["v_empty"], abs=1e-9)
+    assert len(seed["recal"]["groups"]) == 4 and seed["recal"]["overrides"] == {"bn_recalibration": 1}
+    assert sum(n for _, n in seed["recal"]["high_above_low"].values()) == 4
+    assert "| seed0 | recal |" in capsys.readouterr().out and (tmp_path / "m.json").exists()
+
+
 def test_reliability_refuses_a_project_without_a_supernet(tmp_path):
     from bench import reliability
 
