@@ -44,7 +44,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     name, _, body = spec.partition(":")
     pairs = [item.partition("=") for item in body.split(",") if item]
     if not name or any(not eq for _, eq, _ in pairs):
-        raise SystemExit(f"--variant expects NAME:KEY=VALUE,..., got {spec!r}")
+        raise SystemExit(f"error: --variant expects NAME:KEY=VALUE,..., got {spec!r}")
     return name, {key: yaml.safe_load(value) for key, _, value in pairs}
 
 
@@ -97,12 +97,9 @@ def probe(root: Path, overrides: dict, layers: int) -> dict:
     return summary(v_full, v_empty, groups, time.perf_counter() - start, overrides=overrides)
 
 
-def recorded_difference(root: Path, groups: dict[str, dict[int, float]]) -> float:
-    """Largest |φ − recorded φ| over the probed groups' candidates (the control of the ``default`` variant)."""
-    recorded = {(p["layer"], p["kind"], p["bits"]): p["value"]
-                for p in read_json(root / "data" / "shapley" / "shapley.json")["players"]}
-    return max(abs(phi - recorded[(*key.rsplit("/", 1), bits)]) for key, values in groups.items()
-               for bits, phi in values.items())
+def largest_difference(groups: dict[str, dict[int, float]], reference: dict[str, dict[int, float]]) -> float:
+    """Largest |φ − reference φ| over the candidates of the same sampled groups (the ``default`` control)."""
+    return max(abs(phi - reference[key][bits]) for key, values in groups.items() for bits, phi in values.items())
 
 
 def table(rows: dict) -> str:
@@ -125,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="JSON file for every number")
     args = parser.parse_args(argv)
+    if args.layers < 1:
+        parser.error(f"--layers must be at least 1, got {args.layers}")
     variants = dict(map(parse_variant, args.variant)) if args.variant else VARIANTS
     missing = [str(c) for c in args.copies if not (c / "data" / "shapley" / "shapley.json").is_file()]
     if missing:
@@ -132,13 +131,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     rows: dict[str, dict] = {}
     for copy in args.copies:
-        rows.setdefault(copy.name, {})["recorded"] = recorded(copy, args.layers)
+        row = rows[copy.name] = {"recorded": recorded(copy, args.layers)}
         for name, overrides in variants.items():
-            r = rows.setdefault(copy.name, {})[name] = probe(copy.resolve(), overrides, args.layers)
-            control = f", max |φ − recorded| {recorded_difference(copy, r['groups']):.2e}" if not overrides else ""
-            print(f"{copy.name} {name}: v(full) {r['v_full']:.3f}, v(∅) {r['v_empty']:.3f}{control}", flush=True)
+            r = row[name] = probe(copy.resolve(), overrides, args.layers)
+            control = ""
             if not overrides:
-                r["max_difference_to_recorded"] = recorded_difference(copy, r["groups"])
+                r["max_difference_to_recorded"] = largest_difference(r["groups"], row["recorded"]["groups"])
+                control = f", max |φ − recorded| {r['max_difference_to_recorded']:.2e}"
+            print(f"{copy.name} {name}: v(full) {r['v_full']:.3f}, v(∅) {r['v_empty']:.3f}{control}", flush=True)
     print(table(rows))
     if args.out:
         write_json(args.out, rows)

@@ -55,9 +55,12 @@ def test_recorded_row_samples_evenly_spaced_layers_and_counts_where_high_bits_wi
         f"{layer}/{kind}" for layer in LAYERS for kind in "wa"}  # more layers than the network: all of them
 
 
-def test_bad_inputs_are_one_clear_error(tmp_path):
+def test_bad_inputs_are_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no trained shapley stage in .*seed9"):
         mixture_dependence.main([str(tmp_path / "seed9")])
     with pytest.raises(SystemExit, match="--variant expects NAME:KEY=VALUE"):
         mixture_dependence.main([str(tmp_path), "--variant", "fp:reference_bits"])
+    with pytest.raises(SystemExit):  # argparse: "error: --layers must be at least 1, got 0"
+        mixture_dependence.main([str(tmp_path), "--layers", "0"])
+    assert "--layers must be at least 1, got 0" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written
