@@ -37,17 +37,26 @@ from stages.shapley_worker import STAGE, ShapleyPaths, build_game, stage_inputs
 log = logging.getLogger("bench.alignment")
 
 
+MAX_DRAWS = 100_000  # rejection sampling: on a deep network a uniform draw almost never lands in the band
+
+
 def random_policies(params, table: CostTable, count: int, seed: int) -> dict[str, Policy]:
-    """``count`` policies with uniformly drawn bits per searchable layer, using 85–100 % of ``select.budget``."""
+    """``count`` policies with uniformly drawn bits per searchable layer, using 85–100 % of ``select.budget``
+    (rejection sampling; a band that ``MAX_DRAWS`` draws do not fill is a one-line error, not a hang)."""
     fixed = fixed_bits(params.quant.first_last, table)
     budget = Budget.from_config(params.select.budget, table, fixed).bitops
     rng, policies = np.random.default_rng([seed, 11]), {}
-    while len(policies) < count:
+    for _ in range(MAX_DRAWS):
+        if len(policies) == count:
+            break
         bits = {name: fixed.get(name) or LayerBits(int(rng.choice(params.quant.w_bits)),
                                                    int(rng.choice(params.quant.a_bits))) for name in table.names}
         policy = Policy(bits)
         if 0.85 * budget <= bitops(table, policy) <= budget:
             policies[f"random{len(policies):02d}"] = policy
+    if len(policies) < count:
+        raise SystemExit(f"error: {MAX_DRAWS} random policies gave {len(policies)} of {count} within 85–100 % of "
+                         f"select.budget ({len(table.names)} layers): raise the budget or draw fewer")
     return policies
 
 
