@@ -14,7 +14,7 @@ from torch import fx, nn
 
 from smpq.errors import ExportError
 from smpq.quant import QuantConv2d, QuantLinear, quantizable_layers
-from smpq.quant.lsq import STEP_EPS
+from smpq.quant.lsq import positive_step
 
 QUANTIZED = (QuantConv2d, QuantLinear)
 
@@ -43,13 +43,13 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, QuantConv2d | QuantLin
 
 
 def weight_step(layer: QuantConv2d | QuantLinear) -> torch.Tensor:
-    """The per-output-channel weight step as the forward pass uses it (clamped at ``STEP_EPS``), float32."""
-    return layer.w_quant.step.detach().float().clamp_min(STEP_EPS)
+    """The per-output-channel weight step as the forward pass uses it (``positive_step``), float32."""
+    return positive_step(layer.w_quant.step.detach().float())
 
 
 def act_step(layer: QuantConv2d | QuantLinear) -> float:
-    """The per-tensor activation step as the forward pass uses it (clamped at ``STEP_EPS``)."""
-    return float(layer.a_quant.step.detach().float().clamp_min(STEP_EPS))
+    """The per-tensor activation step as the forward pass uses it (``positive_step``)."""
+    return float(positive_step(layer.a_quant.step.detach().float()))
 
 
 def integer_weights(layer: QuantConv2d | QuantLinear) -> torch.Tensor:

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-STEP_EPS = 1e-8  # steps are clamped to at least this in forward so they stay positive
+STEP_EPS = 1e-8  # the smallest step a quantizer uses (see ``positive_step``)
 INIT_CANDIDATES = 100  # clipping ranges tried by the MSE initialisation
 INIT_MIN_FRACTION = 0.05  # smallest clipping range tried, as a fraction of max|x|
 INIT_CHUNK_ELEMENTS = 2**24  # bounds the [C, candidates, N] error tensor (64 MiB in float32)
@@ -51,6 +51,14 @@ def fp32_region(x: torch.Tensor) -> tuple[contextlib.AbstractContextManager, tor
         return contextlib.nullcontext(), x
     half = x.dtype in (torch.float16, torch.bfloat16)
     return torch.autocast(x.device.type, enabled=False), x.float() if half else x
+
+
+def positive_step(step: torch.Tensor) -> torch.Tensor:
+    """The step a quantizer uses: ``|step|``, at least ``STEP_EPS``. An SGD update can carry a small step past
+    zero; through the absolute value (as brevitas' ``ParameterScaling`` does) it keeps quantizing and learning,
+    where a clamp alone pinned it at ``STEP_EPS`` with zero gradient and silenced its channel for good
+    (docs/RESULTS.md §0j: whole classifier rows of ``mobilenet_v2`` after QAT)."""
+    return step.abs().clamp_min(STEP_EPS)
 
 
 def fake_quantize(x: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
@@ -116,7 +124,7 @@ class LSQQuantizer(nn.Module):
         step = self._broadcast_step(x)
         n_per_step = x.numel() * self.batch_shards // (self.channels or 1)
         step = grad_scale(step, 1.0 / math.sqrt(max(n_per_step, 1) * self.qmax))
-        return fake_quantize(x, step.clamp_min(STEP_EPS), self.qmin, self.qmax)
+        return fake_quantize(x, positive_step(step), self.qmin, self.qmax)
 
     @torch.no_grad()
     def init_step(self, x: torch.Tensor) -> None:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from smpq.quant.calibration import Calibration
-from smpq.quant.lsq import STEP_EPS, fake_quantize, quant_range
+from smpq.quant.lsq import fake_quantize, positive_step, quant_range
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def quantization_error(x: torch.Tensor, step: torch.Tensor, bits: int, signed: b
         return 0.0
     qmin, qmax = quant_range(bits, signed)
     with torch.no_grad():
-        return float((fake_quantize(x, step.clamp_min(STEP_EPS), qmin, qmax) - x).pow(2).sum())
+        return float((fake_quantize(x, positive_step(step), qmin, qmax) - x).pow(2).sum())
 
 
 def weight_errors(module: nn.Module, name: str, calibration: Calibration, bits: Iterable[int]) -> dict:

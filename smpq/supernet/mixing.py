@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from smpq.quant.lsq import STEP_EPS, LSQQuantizer, grad_scale, round_ste
+from smpq.quant.lsq import LSQQuantizer, grad_scale, positive_step, round_ste
 
 FULL_PRECISION = "full_precision"  # a group that uses the float tensor itself (the game's reference, SPEC §3.3)
 Active = tuple[int, ...] | None | str  # kept candidate indices of a group; None = all of them; or FULL_PRECISION
@@ -65,7 +65,7 @@ def effective_step(quantizer: LSQQuantizer, numel: int) -> torch.Tensor:
     keeps a one-candidate mixture bit-identical to ``QuantConv2d``/``QuantLinear``.
     """
     scale = 1.0 / math.sqrt(max(numel * quantizer.batch_shards, 1) * quantizer.qmax)
-    return grad_scale(quantizer.step, scale).clamp_min(STEP_EPS)
+    return positive_step(grad_scale(quantizer.step, scale))
 
 
 def activation_terms(quantizers: Sequence[LSQQuantizer], active: tuple[int, ...], probs: torch.Tensor,

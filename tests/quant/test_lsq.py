@@ -128,3 +128,22 @@ def test_channel_mismatch_and_extra_repr() -> None:
         quant(torch.randn(2, 5))
     assert repr(quant) == "LSQQuantizer(bits=4, signed=True, grid=[-8, 7], per-channel(3))"
     assert LSQQuantizer(8, signed=False).step.shape == ()
+
+
+def test_a_step_carried_past_zero_keeps_quantizing_and_learning() -> None:
+    """An SGD update can push a small step below zero (mobilenet_v2's classifier rows, RESULTS §0j): the channel
+    then quantizes with |step| and its step still gets a gradient, instead of collapsing to zero for good."""
+    torch.manual_seed(0)
+    w = torch.randn(2, 16)
+    q = LSQQuantizer(8, signed=True, channels=2)
+    q.set_step(torch.tensor([0.01, -0.01]))
+    out = q(w)
+    reference = LSQQuantizer(8, signed=True, channels=2)
+    reference.set_step(torch.tensor([0.01, 0.01]))
+    assert torch.equal(out, reference(w))  # the row keeps its values (a clamp gave |ŵ| ≤ 128e-8)
+    upstream = torch.randn_like(out)
+    (out * upstream).sum().backward()
+    (reference(w) * upstream).sum().backward()
+    assert reference.step.grad[1] != 0 and q.step.grad[0] == reference.step.grad[0]
+    assert q.step.grad[1] == -reference.step.grad[1]  # d|s|/ds = −1: the update moves |s| as it would move s
+    # (the clamp alone gave exactly 0 here, so no update could ever bring the step back)
