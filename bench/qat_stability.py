@@ -90,6 +90,12 @@ def cached_scores(path: Path, bn_batches: list[int], score) -> dict[int, float]:
     return {k: known[k] for k in bn_batches}
 
 
+def steps_below_zero(state: dict) -> int:
+    """LSQ step entries an update carried below zero (quantizing with |step| since ``positive_step``; before it,
+    each was a silenced channel)."""
+    return sum(int((value < 0).sum()) for key, value in state.items() if key.endswith(".step"))
+
+
 def spread(top1: dict[str, dict[int, float]], seeds: list[int]) -> float | None:
     """Pooled standard deviation over fine-tune seeds of the runs {policy: {seed: top-1}}."""
     if len(seeds) < 2:
@@ -103,6 +109,7 @@ def run_recipe(params_of, paths, policies: dict[str, Policy], seeds: list[int], 
     """Fine-tune every policy with every seed (``params_of(seed)``; runs already in ``folder`` are kept), then
     score each model; per BN-batch count the top-1 of each run, their mean and the spread over seeds."""
     top1, control = {k: {name: {} for name in policies} for k in bn_batches}, 0.0
+    crossed = {name: {} for name in policies}
     for seed in seeds:
         params = params_of(seed)
         for name, results in fine_tune_policies(params, paths, policies, folder / f"ft{seed}").items():
@@ -111,14 +118,16 @@ def run_recipe(params_of, paths, policies: dict[str, Policy], seeds: list[int], 
                                    functools.partial(scores, params, paths, policies[name], model_file))
             for k, value in values.items():
                 top1[k][name][seed] = value
+            crossed[name][seed] = steps_below_zero(load_state_dict(model_file))
             # control: with its own statistics (k = 0) the saved model scores what the stage recorded
             control = max(control, abs(values[0] - read_json(results / "metrics.json")["top1"]))
             line = ", ".join(f"{100 * top1[k][name][seed]:.2f} (BN {k})" for k in bn_batches)
-            print(f"  {folder.name} ft{seed} {name}: test top-1 % {line}", flush=True)
+            print(f"  {folder.name} ft{seed} {name}: test top-1 % {line}; steps below zero "
+                  f"{crossed[name][seed]}", flush=True)
     rows = {str(k): {"top1": top1[k], "spread": spread(top1[k], seeds),
                      "mean": statistics.fmean(v for runs in top1[k].values() for v in runs.values())}
             for k in bn_batches}
-    return {"control_max_difference": control, "rows": rows}
+    return {"control_max_difference": control, "rows": rows, "steps_below_zero": crossed}
 
 
 def main(argv: list[str] | None = None) -> dict:

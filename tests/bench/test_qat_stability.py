@@ -47,6 +47,7 @@ def test_tiny_run_scores_each_model_as_the_stage_recorded_and_reports_the_spread
     report = qat_stability.main(argv)
     base = report["recipes"]["base"]
     assert base["control_max_difference"] == 0.0  # BN 0: the saved model scores what the stage recorded
+    assert {s for runs in base["steps_below_zero"].values() for s in runs} == {0, 1}
     assert set(base["rows"]) == {"0", "2"}
     for row in base["rows"].values():
         assert set(row["top1"]) == {"W3A2", "random00"}
@@ -70,3 +71,11 @@ def test_scores_are_kept_beside_the_run_and_only_missing_counts_are_computed(tmp
     assert qat_stability.cached_scores(path, [0, 8, 32], score) == {0: 0.5, 8: 0.5625, 32: 0.75}
     assert qat_stability.cached_scores(path, [32], score) == {32: 0.75}
     assert asked == [[0, 8], [32]] and json.loads(path.read_text()) == {"0": 0.5, "8": 0.5625, "32": 0.75}
+
+
+def test_steps_below_zero_counts_step_entries_only():
+    import torch
+
+    state = {"a.w_quant.step": torch.tensor([0.1, -0.2, -0.3]), "a.a_quant.step": torch.tensor(-1.0),
+             "a.weight": -torch.ones(4), "b.w_quant.step": torch.tensor([0.5])}
+    assert qat_stability.steps_below_zero(state) == 3  # two weight channels and one activation step
