@@ -1,22 +1,20 @@
-"""Benchmark: how far apart do two QAT runs of one policy land, and does re-estimating BN statistics close it?
+"""Benchmark: how far apart do QAT runs of one policy land over fine-tune seeds, and why?
 
-Why (issue 11, docs/RESULTS.md §0h): on ``mobilenet_v2`` the ``finetune`` stage's QAT gives the same policy
-42 % with one fine-tune seed and 58 % with the next (pooled spread 6.6 pp), so only gaps of many pp are evidence
-there. Low-bit weights of depthwise-separable networks oscillate around rounding thresholds during QAT, and
-the batch-norm running statistics, averaged over the oscillation, no longer match the weights the run ends
-with; re-estimating them after training recovers the accuracy (Nagel et al., "Overcoming Oscillations in
-Quantization-Aware Training", ICML 2022, §3.2 and Table 2). On a trained project (``--project``: its
-``prepare``, ``pretrain``, ``calibrate`` outputs, read only) this fine-tunes each policy with each fine-tune seed
-and each ``--recipe`` (``name:key=value,...`` overrides of the ``finetune`` section), then scores every model
-on ``test`` with its running statistics and after re-estimating them on ``--bn-batches`` seeded train batches
-(AdaBN, as the ``shapley`` stage's ``bn_recalibration`` does). It reports per (recipe, BN batches) the mean
-top-1 and the spread: the pooled standard deviation over fine-tune seeds, as ``bench.methods`` reports it.
+Why (issue 11, docs/RESULTS.md §0j): on ``mobilenet_v2`` the ``finetune`` stage's QAT gave the same policy
+42 % with one fine-tune seed and 58 % with the next (pooled spread 6.6 pp). On a trained project (``--project``:
+its ``prepare``, ``pretrain``, ``calibrate`` outputs, read only) this fine-tunes each policy with each fine-tune
+seed and each ``--recipe`` (``name:key=value,...`` overrides of the ``finetune`` section), then scores every
+model on ``test`` with its running statistics and after re-estimating them on ``--bn-batches`` seeded train
+batches (AdaBN; the oscillation hypothesis of Nagel et al., ICML 2022, §3.2). It reports per (recipe, BN
+batches) the mean top-1 and the spread (the pooled standard deviation over fine-tune seeds, as
+``bench.methods`` reports it), and per run the LSQ step entries below zero: each was a silenced channel
+before ``smpq.quant.lsq.positive_step``, the cause it found (re-estimating BN did not help).
 
     python -m bench.qat_stability --project DIR [--uniform 3:2 3:3] [--random 2] [--finetune-seeds 0 1 2] \
-        [--recipe base: lr0.003:lr=0.003] [--bn-batches 0 8 32] --out DIR
+        [--recipe base: lr0.003:lr=0.003] [--bn-batches 8 32] --out DIR
 
-Fine-tuned runs already in ``--out`` are kept, so runs split over processes (disjoint ``--finetune-seeds``)
-merge by running the bench once more with all of them.
+Fine-tuned runs (and their scores) already in ``--out`` are kept, so runs split over processes (disjoint
+policies or ``--finetune-seeds``) merge by running the bench once more with all of them.
 """
 
 from __future__ import annotations
