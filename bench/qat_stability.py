@@ -48,6 +48,8 @@ SCORES_FILE = "bn_scores.json"  # beside each run's metrics.json: test top-1 per
 def uniform(params, table: CostTable, spec: str) -> Policy:
     """``W:A`` bits on every searchable layer, the first and last layers at ``quant.first_last``."""
     w, _, a = spec.partition(":")
+    if not (w.isdigit() and a.isdigit()):
+        raise SystemExit(f"error: --uniform {spec!r}: expected W:A bit-widths (e.g. 3:2)")
     fixed = fixed_bits(params.quant.first_last, table)
     return Policy({name: fixed.get(name) or LayerBits(int(w), int(a)) for name in table.names})
 
@@ -99,7 +101,6 @@ def spread(top1: dict[str, dict[int, float]], seeds: list[int]) -> float | None:
     if len(seeds) < 2:
         return None
     return statistics.fmean(statistics.variance(runs[s] for s in seeds) for runs in top1.values()) ** 0.5
-
 
 
 def run_recipe(params_of, paths, policies: dict[str, Policy], seeds: list[int], bn_batches: list[int],

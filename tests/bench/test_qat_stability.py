@@ -24,6 +24,8 @@ def test_uniform_policy_keeps_the_first_and_last_layers_fixed():
     params = SimpleNamespace(quant=SimpleNamespace(first_last=SimpleNamespace(w_bits=8, a_bits=8)))
     policy = qat_stability.uniform(params, table, "3:2")
     assert policy["mid"] == LayerBits(3, 2) and policy["first"] == policy["last"] == LayerBits(8, 8)
+    with pytest.raises(SystemExit, match=r"^error: --uniform '3': expected W:A bit-widths"):
+        qat_stability.uniform(params, table, "3")
 
 
 def test_recipes_parse_to_finetune_overrides_and_bad_ones_are_one_line_errors(tmp_path):
