@@ -188,11 +188,13 @@ def paired_gaps(seeds: list[dict], budgets: list[str], ft_seeds: list) -> list[d
 
 
 def finetune_spread(seeds: list[dict], budgets: list[str], ft_seeds: list) -> float | None:
-    """Pooled standard deviation of top-1 over fine-tune seeds (same policy, same everything else)."""
+    """Pooled standard deviation of top-1 over fine-tune seeds (same policy, same everything else), over the
+    methods fine-tuned with every fine-tune seed."""
     if len(ft_seeds) < 2:
         return None
-    variances = [statistics.variance([s["budgets"][run_tag(b, k)]["methods"][m]["top1"] for k in ft_seeds])
-                 for s in seeds for b in budgets for m in METHODS]
+    runs = [[s["budgets"][run_tag(b, k)]["methods"] for k in ft_seeds] for s in seeds for b in budgets]
+    variances = [statistics.variance([r[m]["top1"] for r in rs]) for rs in runs for m in METHODS
+                 if all(m in r for r in rs)]
     return statistics.fmean(variances) ** 0.5
 
 

@@ -10,8 +10,11 @@ batches) the mean top-1 and the spread (the pooled standard deviation over fine-
 ``bench.methods`` reports it), and per run the LSQ step entries below zero: each was a silenced channel
 before ``smpq.quant.lsq.positive_step``, the cause it found (re-estimating BN did not help).
 
-    python -m bench.qat_stability --project DIR [--uniform 3:2 3:3] [--random 2] [--finetune-seeds 0 1 2] \
-        [--recipe base: lr0.003:lr=0.003] [--bn-batches 8 32] --out DIR
+    python -m bench.qat_stability --project DIR [--uniform 3:2 3:3] [--random 2] [--policy smpq=FILE ...] \
+        [--finetune-seeds 0 1 2] [--recipe base: lr0.003:lr=0.003] [--bn-batches 8 32] --out DIR
+
+``--policy NAME=FILE`` adds a saved policy, e.g. a ``select`` output: with the project's own seed and the
+``finetune`` section unchanged, fine-tune seed k repeats that project's ``finetune`` stage run with seed k.
 
 Fine-tuned runs (and their scores) already in ``--out`` are kept, so runs split over processes (disjoint
 policies or ``--finetune-seeds``) merge by running the bench once more with all of them.
@@ -34,6 +37,7 @@ from pipelines.dag import stage_command
 from smpq.artifacts import load_state_dict, read_json, write_json
 from smpq.config import load_params
 from smpq.cost import CostTable
+from smpq.errors import ArtifactError
 from smpq.policy import LayerBits, Policy, fixed_bits
 from smpq.quant import CALIBRATION_FILE, Calibration, apply_policy
 from smpq.supernet.batchnorm import recalibrated
@@ -52,6 +56,17 @@ def uniform(params, table: CostTable, spec: str) -> Policy:
         raise SystemExit(f"error: --uniform {spec!r}: expected W:A bit-widths (e.g. 3:2)")
     fixed = fixed_bits(params.quant.first_last, table)
     return Policy({name: fixed.get(name) or LayerBits(int(w), int(a)) for name in table.names})
+
+
+def saved_policy(text: str) -> tuple[str, Policy]:
+    """``NAME=FILE`` → (name, the policy in FILE, e.g. a ``select`` output)."""
+    name, sep, file = text.partition("=")
+    if not (name and sep and file):
+        raise SystemExit(f"error: --policy {text!r}: expected NAME=FILE (e.g. smpq=data/select/smpq.yaml)")
+    try:
+        return name, Policy.load(file)
+    except ArtifactError as err:
+        raise SystemExit(f"error: --policy {text!r}: {err}") from None
 
 
 def parse_recipe(text: str) -> tuple[str, dict]:
@@ -134,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--project", type=Path, default=Path("."))
     parser.add_argument("--uniform", nargs="*", default=["3:2", "3:3"], metavar="W:A")
     parser.add_argument("--random", type=int, default=2, help="random policies using 85–100 %% of select.budget")
+    parser.add_argument("--policy", nargs="*", default=[], metavar="NAME=FILE", help="saved policies")
     parser.add_argument("--finetune-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipe", nargs="+", default=["base:"], metavar="NAME:KEY=VALUE,...")
     parser.add_argument("--bn-batches", type=int, nargs="+", default=[8, 32], help="besides 0 (as trained)")
@@ -142,8 +158,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     recipes, bn_batches = dict(map(parse_recipe, args.recipe)), sorted({0, *args.bn_batches})
-    if min(args.bn_batches) < 0 or len(args.uniform) + args.random < 1:
-        raise SystemExit("error: --bn-batches must be ≥ 0 and at least one policy is needed (--uniform, --random)")
+    saved = dict(map(saved_policy, args.policy))
+    if min(args.bn_batches) < 0 or len(args.uniform) + args.random + len(saved) < 1:
+        raise SystemExit("error: --bn-batches must be ≥ 0 and at least one policy is needed (--uniform, --random, "
+                         "--policy)")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     root = args.project.resolve()
@@ -152,7 +170,10 @@ def main(argv: list[str] | None = None) -> dict:
     params = load_params(params_path, base)
     table = CostTable.load(paths.calibrate)
     policies = {f"W{spec.replace(':', 'A')}": uniform(params, table, spec) for spec in args.uniform}
-    policies |= random_policies(params, table, args.random, args.seed)
+    for name, policy in saved.items():
+        if set(policy) != set(table.names):
+            raise SystemExit(f"error: --policy {name}: its layers are not the project's ({root})")
+    policies |= random_policies(params, table, args.random, args.seed) | saved
     report = {"project": str(root), "finetune_seeds": args.finetune_seeds, "recipes": {}}
     for name, overrides in recipes.items():
         rows = run_recipe(lambda s, o=overrides: load_params(params_path, base | o | {"finetune.seed": s}), paths,

@@ -10,7 +10,9 @@ import pytest
 
 from bench import qat_stability
 from bench.workspace import TINY, make_copy, repro
-from smpq.policy import LayerBits
+from smpq.config import load_params
+from smpq.cost import CostTable
+from smpq.policy import LayerBits, Policy
 
 
 def test_spread_is_the_pooled_standard_deviation_over_fine_tune_seeds():
@@ -39,20 +41,44 @@ def test_recipes_parse_to_finetune_overrides_and_bad_ones_are_one_line_errors(tm
     assert not (tmp_path / "out").exists()
 
 
+def test_saved_policies_load_by_name_and_bad_ones_are_one_line_errors(tmp_path):
+    file = tmp_path / "smpq.yaml"
+    Policy({"a": LayerBits(8, 8), "b": LayerBits(3, 2)}).save(file)
+    name, policy = qat_stability.saved_policy(f"smpq={file}")
+    assert name == "smpq" and policy["b"] == LayerBits(3, 2) and set(policy) == {"a", "b"}
+    with pytest.raises(SystemExit, match=r"^error: --policy 'smpq': expected NAME=FILE"):
+        qat_stability.saved_policy("smpq")
+    with pytest.raises(SystemExit, match=r"^error: --policy 'x=.*missing.yaml': .*policy file not found$"):
+        qat_stability.saved_policy(f"x={tmp_path / 'missing.yaml'}")
+    with pytest.raises(SystemExit, match="at least one policy is needed"):
+        qat_stability.main(["--uniform", "--random", "0", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow  # a tiny copy trained to calibrate, then 2 × 2 fine-tunes: about a minute
 def test_tiny_run_scores_each_model_as_the_stage_recorded_and_reports_the_spread(tmp_path, capsys):
     copy = make_copy(tmp_path / "copy", TINY | {"tracking.enabled": False})
     repro(copy, ["prepare", "pretrain", "calibrate"], threads=1)
     out = tmp_path / "out"
-    argv = ["--project", str(copy.root), "--uniform", "3:2", "--random", "1", "--finetune-seeds", "0", "1",
-            "--bn-batches", "2", "--threads", "1", "--out", str(out)]
+    wrong = tmp_path / "wrong.yaml"
+    Policy({"no_such_layer": LayerBits(3, 2)}).save(wrong)
+    with pytest.raises(SystemExit, match=r"^error: --policy wrong: its layers are not the project's"):
+        qat_stability.main(["--project", str(copy.root), "--policy", f"wrong={wrong}", "--out", str(out)])
+    assert not out.exists()
+    saved = tmp_path / "w3a2.yaml"
+    uniform = qat_stability.uniform(load_params(copy.root / "params.yaml", {}), CostTable.load(copy.data("calibrate")),
+                                    "3:2")
+    uniform.save(saved)
+    argv = ["--project", str(copy.root), "--uniform", "3:2", "--random", "1", "--policy", f"saved={saved}",
+            "--finetune-seeds", "0", "1", "--bn-batches", "2", "--threads", "1", "--out", str(out)]
     report = qat_stability.main(argv)
     base = report["recipes"]["base"]
+    assert base["rows"]["0"]["top1"]["saved"] == base["rows"]["0"]["top1"]["W3A2"]  # the same policy, same QAT
     assert base["control_max_difference"] == 0.0  # BN 0: the saved model scores what the stage recorded
     assert {s for runs in base["steps_below_zero"].values() for s in runs} == {0, 1}
     assert set(base["rows"]) == {"0", "2"}
     for row in base["rows"].values():
-        assert set(row["top1"]) == {"W3A2", "random00"}
+        assert set(row["top1"]) == {"W3A2", "random00", "saved"}
         top1 = [v for runs in row["top1"].values() for v in runs.values()]
         assert row["mean"] == pytest.approx(statistics.fmean(top1)) and all(0 <= v <= 1 for v in top1)
         assert row["spread"] == pytest.approx(qat_stability.spread(row["top1"], [0, 1]))
