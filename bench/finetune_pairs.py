@@ -20,6 +20,7 @@ from pathlib import Path
 from bench.methods import finetune_spread, paired_gaps, run_tag
 from bench.methods_report import PAIRS
 from smpq.artifacts import read_json, write_json
+from smpq.errors import ArtifactError
 
 RECIPE, AS_TRAINED = "base", "0"  # qat_stability's default recipe; its scores with the running BN statistics
 
@@ -47,7 +48,11 @@ def join(report: dict, extras: dict[int, dict]) -> tuple[list[dict], list]:
         if record["seed"] not in extras:
             raise SystemExit(f"error: seed {record['seed']} of the --methods run has no --extra")
         base = record["budgets"][run_tag(budget, known[0])]
-        top1 = extras[record["seed"]]["recipes"][RECIPE]["rows"][AS_TRAINED]["top1"]
+        rows = extras[record["seed"]].get("recipes", {}).get(RECIPE, {}).get("rows", {})
+        if AS_TRAINED not in rows:
+            raise SystemExit(f"error: seed {record['seed']}'s --extra has no '{RECIPE}' recipe scored as trained; "
+                             "pass the qat_stability.json of a run with the default recipe")
+        top1 = rows[AS_TRAINED]["top1"]
         ft_seeds = sorted({int(k) for runs in top1.values() for k in runs} - set(known))
         if added is not None and ft_seeds != added:
             raise SystemExit(f"error: seed {record['seed']}'s --extra has fine-tune seeds {ft_seeds}, not {added}")
@@ -65,8 +70,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--extra", nargs="+", required=True, metavar="SEED=FILE")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    extras = {seed: read_json(file) for seed, file in map(parse_extra, args.extra)}
-    report = read_json(args.methods / "methods.json")
+    try:
+        extras = {seed: read_json(file) for seed, file in map(parse_extra, args.extra)}
+        report = read_json(args.methods / "methods.json")
+    except ArtifactError as err:
+        raise SystemExit(f"error: {err}") from None
     seeds, ft_seeds = join(report, extras)
     budgets = report["budgets"]
     result = {"methods": str(args.methods), "extra": args.extra, "finetune_seeds": ft_seeds,

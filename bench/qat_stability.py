@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     recipes, bn_batches = dict(map(parse_recipe, args.recipe)), sorted({0, *args.bn_batches})
     saved = dict(map(saved_policy, args.policy))
+    if len(saved) < len(args.policy):
+        raise SystemExit("error: --policy: each NAME may appear once")
     if min(args.bn_batches) < 0 or len(args.uniform) + args.random + len(saved) < 1:
         raise SystemExit("error: --bn-batches must be ≥ 0 and at least one policy is needed (--uniform, --random, "
                          "--policy)")
@@ -173,7 +175,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name, policy in saved.items():
         if set(policy) != set(table.names):
             raise SystemExit(f"error: --policy {name}: its layers are not the project's ({root})")
-    policies |= random_policies(params, table, args.random, args.seed) | saved
+    policies |= random_policies(params, table, args.random, args.seed)
+    if set(saved) & set(policies):
+        raise SystemExit(f"error: --policy {sorted(set(saved) & set(policies))}: the name of a --uniform or "
+                         "--random policy; choose another NAME")
+    policies |= saved
     report = {"project": str(root), "finetune_seeds": args.finetune_seeds, "recipes": {}}
     for name, overrides in recipes.items():
         rows = run_recipe(lambda s, o=overrides: load_params(params_path, base | o | {"finetune.seed": s}), paths,

@@ -57,6 +57,12 @@ def test_bad_extras_are_one_line_errors_and_write_nothing(tmp_path):
     for extras, message in cases:
         with pytest.raises(SystemExit, match=message):
             finetune_pairs.main(["--methods", str(run), "--extra", *extras, "--out", str(out)])
+    (tmp_path / "slow.json").write_text(json.dumps({"recipes": {"slow": {}}}))  # no default recipe
+    cases = [([f"0={tmp_path / 'missing.json'}", f"1={extra}"], r"^error: .*missing.json: file not found"),
+             ([f"0={tmp_path / 'slow.json'}", f"1={extra}"], r"^error: seed 0's --extra has no 'base'")]
+    for extras, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            finetune_pairs.main(["--methods", str(run), "--extra", *extras, "--out", str(out)])
     report = json.loads((run / "methods.json").read_text())
     (run / "methods.json").write_text(json.dumps(report | {"budgets": ["2.5", "3"]}))
     with pytest.raises(SystemExit, match=r"^error: --methods has budgets \['2.5', '3'\]; only a one-budget run"):

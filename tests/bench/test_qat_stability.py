@@ -50,6 +50,8 @@ def test_saved_policies_load_by_name_and_bad_ones_are_one_line_errors(tmp_path):
         qat_stability.saved_policy("smpq")
     with pytest.raises(SystemExit, match=r"^error: --policy 'x=.*missing.yaml': .*policy file not found$"):
         qat_stability.saved_policy(f"x={tmp_path / 'missing.yaml'}")
+    with pytest.raises(SystemExit, match=r"^error: --policy: each NAME may appear once$"):
+        qat_stability.main(["--policy", f"smpq={file}", f"smpq={file}", "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="at least one policy is needed"):
         qat_stability.main(["--uniform", "--random", "0", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
@@ -69,6 +71,10 @@ def test_tiny_run_scores_each_model_as_the_stage_recorded_and_reports_the_spread
     uniform = qat_stability.uniform(load_params(copy.root / "params.yaml", {}), CostTable.load(copy.data("calibrate")),
                                     "3:2")
     uniform.save(saved)
+    with pytest.raises(SystemExit, match=r"^error: --policy \['W3A2'\]: the name of a --uniform or --random policy"):
+        qat_stability.main(["--project", str(copy.root), "--uniform", "3:2", "--policy", f"W3A2={saved}",
+                            "--out", str(out)])
+    assert not out.exists()
     argv = ["--project", str(copy.root), "--uniform", "3:2", "--random", "1", "--policy", f"saved={saved}",
             "--finetune-seeds", "0", "1", "--bn-batches", "2", "--threads", "1", "--out", str(out)]
     report = qat_stability.main(argv)
