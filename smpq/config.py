@@ -33,6 +33,7 @@ DIRECTIONS = ("remove", "add")
 # The models of smpq.models' registry (a test keeps the two equal; config does not import torch).
 MODEL_NAMES = ("compact_resnet", "mobilenet_v2", "resnet18", "resnet20")
 PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtypes of training (smpq.device)
+STEP_GRADS = ("channel", "tensor")  # N of LSQ's step gradient scale for per-channel weight steps (QAT)
 MAX_GBITOPS, MAX_SIZE_MB = 1e9, 1e9  # budget bounds, far above any real model (1e18 BitOps, 1 PB)
 
 
@@ -77,6 +78,7 @@ class TrainConfig:
 class FinetuneConfig(TrainConfig):
     methods: tuple[str, ...] = ("uniform",)
     seed: int | None = field(default=None, metadata=in_range(0))  # QAT's own seed; None = the run's seed
+    weight_step_grad: str = field(default="channel", metadata=one_of(*STEP_GRADS))  # smpq.quant.set_weight_step_grad
 
     def check(self, path: str) -> None:
         if not self.methods:
@@ -211,9 +213,7 @@ class FanoutConfig:
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
-    """Prefect deployment schedule."""
-
+class ScheduleConfig:  # the Prefect deployment's schedule
     cron: str = "0 3 * * *"
     timezone: str = "UTC"
 

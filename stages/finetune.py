@@ -10,7 +10,7 @@ from smpq.artifacts import save_state_dict
 from smpq.cost import CostTable, bitops, size_bytes
 from smpq.device import ONE_CPU_PROCESS, cpu_state
 from smpq.policy import Policy
-from smpq.quant import CALIBRATION_FILE, Calibration, apply_policy
+from smpq.quant import CALIBRATION_FILE, Calibration, apply_policy, set_weight_step_grad
 from smpq.train import evaluate, train
 from stages.inputs import MODEL_FILE, build_model, load_prepared
 from stages.launch import place
@@ -31,8 +31,8 @@ def run(params, method: str, *, prepared_dir: Path, pretrain_dir: Path, calibrat
     cfg = params.finetune
     seed = params.seed if cfg.seed is None else cfg.seed  # paired comparisons vary the QAT seed alone
     torch.manual_seed(seed)
-    model = place(apply_policy(build_model(params, prepared, pretrain_dir / MODEL_FILE), policy, calibration),
-                  execution)
+    model = apply_policy(build_model(params, prepared, pretrain_dir / MODEL_FILE), policy, calibration)
+    model = place(set_weight_step_grad(model, cfg.weight_step_grad), execution)
     train_loader = prepared.loader("train", batch_size=cfg.batch_size, seed=seed, shuffle=True,
                                    augment=cfg.augment, samples_per_epoch=cfg.samples_per_epoch, execution=execution)
     val_loader = prepared.loader("search_val", batch_size=cfg.eval_batch_size, seed=params.seed, execution=execution)

@@ -73,6 +73,8 @@ def test_overrides_use_dotted_keys(tmp_path):
     ({"pretrain": {"lr": "fast"}}, "pretrain.lr: expected a number, got 'fast'"),
     ({"pretrain": {"nesterov": "yes"}}, "pretrain.nesterov: expected true or false, got 'yes'"),
     ({"finetune": {"eval_batch_size": 0}}, "finetune.eval_batch_size: 0 out of range; allowed: >= 1"),
+    ({"finetune": {"weight_step_grad": "layer"}},
+     "finetune.weight_step_grad: 'layer' is not allowed; allowed: channel, tensor"),
     ({"pretrain": {"schedule": "step"}}, "pretrain.schedule: 'step' is not allowed; allowed: onecycle, cosine, constant"),
     ({"data": {"dataset": "mnist"}}, "data.dataset: 'mnist' is not allowed; allowed: fashion_mnist, cifar10, image_folder"),
     ({"data": {"dataset": "cifar10"}}, "data.root: required for dataset 'cifar10'"),

@@ -4,7 +4,15 @@ step sizes, and applying a per-layer bit-width ``Policy`` to a float model."""
 from smpq.quant.apply import apply_policy, quantizable_layers, quantized_policy
 from smpq.quant.calibration import CALIBRATION_FILE, Calibration, calibrate
 from smpq.quant.layers import QuantConv2d, QuantLinear
-from smpq.quant.lsq import LSQQuantizer, fake_quantize, grad_scale, mse_optimal_step, quant_range, round_ste
+from smpq.quant.lsq import (
+    LSQQuantizer,
+    fake_quantize,
+    grad_scale,
+    mse_optimal_step,
+    quant_range,
+    round_ste,
+    set_weight_step_grad,
+)
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -21,4 +29,5 @@ __all__ = [
     "quantizable_layers",
     "quantized_policy",
     "round_ste",
+    "set_weight_step_grad",
 ]

@@ -104,6 +104,7 @@ class LSQQuantizer(nn.Module):
     """
 
     batch_shards = 1  # processes the batch is split across (activation quantizers only); not saved
+    tensor_grad_scale = False  # per-channel steps: N counts the whole tensor (``set_weight_step_grad``); not saved
 
     def __init__(self, bits: int, signed: bool, channels: int | None = None) -> None:
         super().__init__()
@@ -122,7 +123,7 @@ class LSQQuantizer(nn.Module):
 
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         step = self._broadcast_step(x)
-        n_per_step = x.numel() * self.batch_shards // (self.channels or 1)
+        n_per_step = x.numel() * self.batch_shards // (1 if self.tensor_grad_scale else self.channels or 1)
         step = grad_scale(step, 1.0 / math.sqrt(max(n_per_step, 1) * self.qmax))
         return fake_quantize(x, positive_step(step), self.qmin, self.qmax)
 
@@ -156,3 +157,17 @@ class LSQQuantizer(nn.Module):
         if self.channels is not None and (x.dim() == 0 or x.shape[0] != self.channels):
             raise ValueError(f"per-channel quantizer expects {self.channels} channels along dim 0, "
                              f"got a tensor of shape {tuple(x.shape)}")
+
+
+def set_weight_step_grad(model: nn.Module, mode: str) -> nn.Module:
+    """Choose N of LSQ's step gradient scale g = 1/sqrt(N·Q_max) (Esser et al. 2020, §2.2) for every per-channel
+    (weight) step of ``model``: ``channel``, the weights that share the step (one channel), or ``tensor``, all
+    the weights of the layer, as per-tensor LSQ and lsq-net's per-channel quantizer count them: a step update
+    sqrt(C) times smaller, so that small steps (8-bit weights of a depthwise conv, N = 9) are not carried past
+    zero (docs/RESULTS.md §0l). Activation steps are per tensor either way. Returns ``model``."""
+    if mode not in ("channel", "tensor"):
+        raise ValueError(f"weight step gradient scale must be 'channel' or 'tensor', got {mode!r}")
+    for module in model.modules():
+        if isinstance(module, LSQQuantizer) and module.channels is not None:
+            module.tensor_grad_scale = mode == "tensor"
+    return model

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from smpq.quant import LSQQuantizer, mse_optimal_step, quant_range
+from smpq.quant import LSQQuantizer, mse_optimal_step, quant_range, set_weight_step_grad
 
 
 @pytest.mark.parametrize("bits,signed,expected", [(2, True, (-2, 1)), (8, True, (-128, 127)),
@@ -147,3 +147,25 @@ def test_a_step_carried_past_zero_keeps_quantizing_and_learning() -> None:
     assert reference.step.grad[1] != 0 and q.step.grad[0] == reference.step.grad[0]
     assert q.step.grad[1] == -reference.step.grad[1]  # d|s|/ds = −1: the update moves |s| as it would move s
     # (the clamp alone gave exactly 0 here, so no update could ever bring the step back)
+
+
+def test_tensor_weight_step_grad_scales_per_channel_step_gradients_by_one_over_sqrt_channels() -> None:
+    """``set_weight_step_grad(model, "tensor")``: N of g counts all C·K weights, not the K of one channel, so each
+    per-channel step gradient is 1/sqrt(C) of the ``channel`` one; the forward values stay those of the step."""
+    torch.manual_seed(0)
+    w = torch.randn(4, 9)
+    grads, outputs = {}, {}
+    for mode in ("channel", "tensor"):
+        model = torch.nn.ModuleDict({"w": LSQQuantizer(8, signed=True, channels=4), "a": LSQQuantizer(4, False)})
+        model["w"].init_step(w)
+        model["a"].set_step(torch.tensor(0.1))
+        assert set_weight_step_grad(model, mode) is model
+        outputs[mode] = model["w"](w)
+        (outputs[mode].sum() + model["a"](w.abs()).sum()).backward()
+        grads[mode] = model["w"].step.grad.clone(), model["a"].step.grad.clone()
+    assert torch.allclose(outputs["tensor"], outputs["channel"], rtol=0, atol=1e-6)
+    assert torch.allclose(grads["tensor"][0], grads["channel"][0] / 2, rtol=1e-5)  # C = 4: 1/sqrt(4)
+    assert torch.equal(grads["tensor"][1], grads["channel"][1])  # a per-tensor (activation) step is unchanged
+    with pytest.raises(ValueError, match="^weight step gradient scale must be 'channel' or 'tensor', got 'layer'$"):
+        set_weight_step_grad(model, "layer")
+    assert model["w"].tensor_grad_scale  # a bad mode changes nothing
