@@ -7,6 +7,7 @@ import statistics
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from bench import qat_stability
 from bench.workspace import TINY, make_copy, repro
@@ -91,6 +92,14 @@ def test_tiny_run_scores_each_model_as_the_stage_recorded_and_reports_the_spread
     assert json.loads((out / "qat_stability.json").read_text())["recipes"]["base"]["rows"].keys() == {"0", "2"}
     assert "base, BN re-estimated on 2 batches: mean top-1" in capsys.readouterr().out
     assert qat_stability.main(argv)["recipes"] == report["recipes"]  # a second run fine-tunes nothing again
+    # the finetune stage reads finetune.weight_step_grad: same seed, same policy, other weight-step updates
+    qat_stability.main(["--project", str(copy.root), "--uniform", "3:2", "--random", "0", "--finetune-seeds", "0",
+                        "--recipe", "tensor:weight_step_grad=tensor", "--bn-batches", "0", "--threads", "1",
+                        "--out", str(out)])
+    models = {r: torch.load(out / r / "ft0" / "models" / "W3A2" / "model.pt", weights_only=True)
+              for r in ("base", "tensor")}
+    steps = [key for key in models["base"] if key.endswith("w_quant.step")]
+    assert steps and not any(torch.equal(models["base"][k], models["tensor"][k]) for k in steps)
 
 
 def test_scores_are_kept_beside_the_run_and_only_missing_counts_are_computed(tmp_path):
@@ -108,8 +117,6 @@ def test_scores_are_kept_beside_the_run_and_only_missing_counts_are_computed(tmp
 
 
 def test_steps_below_zero_counts_step_entries_only():
-    import torch
-
     state = {"a.w_quant.step": torch.tensor([0.1, -0.2, -0.3]), "a.a_quant.step": torch.tensor(-1.0),
              "a.weight": -torch.ones(4), "b.w_quant.step": torch.tensor([0.5])}
     assert qat_stability.steps_below_zero(state) == 3  # two weight channels and one activation step
