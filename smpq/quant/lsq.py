@@ -164,7 +164,7 @@ def set_weight_step_grad(model: nn.Module, mode: str) -> nn.Module:
     (weight) step of ``model``: ``channel``, the weights that share the step (one channel), or ``tensor``, all
     the weights of the layer, as per-tensor LSQ and lsq-net's per-channel quantizer count them: a step update
     sqrt(C) times smaller, so that small steps (8-bit weights of a depthwise conv, N = 9) are not carried past
-    zero (docs/RESULTS.md §0l). Activation steps are per tensor either way. Returns ``model``."""
+    zero (docs/RESULTS.md §0n). Activation steps are per tensor either way. Returns ``model``."""
     if mode not in ("channel", "tensor"):
         raise ValueError(f"weight step gradient scale must be 'channel' or 'tensor', got {mode!r}")
     for module in model.modules():
