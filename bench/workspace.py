@@ -144,9 +144,12 @@ def _clear(dest: Path) -> None:
 
 
 def write_params(ws: Workspace, overrides: Mapping[str, Any]) -> Params:
-    """``ws``'s ``params.yaml``: the project's with dotted ``overrides``, once ``load_params`` accepts them."""
-    params = default_params(overrides)
-    data = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    """``ws``'s ``params.yaml`` with dotted ``overrides``, once ``load_params`` accepts them. A copy reads its own
+    file (``make_copy`` made it from the project's), so editing the project's params.yaml, e.g. a new key from
+    a merge, cannot break a benchmark that is still running on the code it started with."""
+    path = ws.root / "params.yaml"
+    params = load_params(path, overrides)
+    data = yaml.safe_load(path.read_text())
     for dotted, value in overrides.items():
         *sections, key = dotted.split(".")
         functools.reduce(lambda node, name: node.setdefault(name, {}), sections, data)[key] = value

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from bench import methods, stage_costs
-from bench.workspace import PROJECT, Workspace, default_params, make_copy, override
-from smpq.config import ConfigError
+from bench.workspace import PROJECT, Workspace, default_params, make_copy, override, write_params
+from smpq.config import ConfigError, load_params
 from smpq.policy import Policy
 
 
@@ -40,6 +40,19 @@ def test_a_bad_bench_override_is_a_config_error_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"seed"):
         make_copy(tmp_path / "copy", {"seed": -1})
     assert not any(tmp_path.iterdir())  # refused before anything was copied or trained
+
+
+def test_write_params_builds_on_the_copys_own_params_file(tmp_path):
+    """A running benchmark re-writes its copy's params.yaml per budget from the copy's own file, not from the
+    project's, which a merge may have changed meanwhile (a key its loaded code does not know)."""
+    ws = Workspace(tmp_path)
+    (tmp_path / "params.yaml").write_text((PROJECT / "params.yaml").read_text().replace("seed: 0", "seed: 7", 1))
+    params = write_params(ws, {"finetune.epochs": 3})
+    assert (params.seed, params.finetune.epochs) == (7, 3)
+    assert load_params(tmp_path / "params.yaml") == params
+    with pytest.raises(ConfigError, match=r"finetune\.epoch: unknown key"):
+        write_params(ws, {"finetune.epoch": 3})
+    assert load_params(tmp_path / "params.yaml") == params  # a refused override writes nothing
 
 
 @pytest.mark.slow  # a whole tiny bench.methods run (module fixture): minutes
