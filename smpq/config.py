@@ -33,7 +33,7 @@ DIRECTIONS = ("remove", "add")
 # The models of smpq.models' registry (a test keeps the two equal; config does not import torch).
 MODEL_NAMES = ("compact_resnet", "mobilenet_v2", "resnet18", "resnet20")
 PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtypes of training (smpq.device)
-STEP_GRADS = ("channel", "tensor")  # N of LSQ's step gradient scale for per-channel weight steps (QAT)
+STEP_GRADS = ("channel", "tensor")  # smpq.quant.lsq.WEIGHT_STEP_GRADS (a test keeps the two equal)
 MAX_GBITOPS, MAX_SIZE_MB = 1e9, 1e9  # budget bounds, far above any real model (1e18 BitOps, 1 PB)
 
 

@@ -180,3 +180,12 @@ def test_model_name_is_checked_on_load_against_the_registry(tmp_path):
     assert sorted(MODEL_NAMES) == sorted(list_models())
     with pytest.raises(ConfigError, match=r"model\.name: 'resnet50' is not allowed; allowed: compact_resnet, "):
         load_params(write(tmp_path, {"model": {"name": "resnet50"}}))
+
+
+def test_config_weight_step_grads_are_the_quantizers():
+    """``finetune.weight_step_grad`` is checked on load against ``smpq.config.STEP_GRADS``, which must name
+    exactly what ``smpq.quant.set_weight_step_grad`` accepts (config does not import torch)."""
+    from smpq.config import STEP_GRADS
+    from smpq.quant.lsq import WEIGHT_STEP_GRADS
+
+    assert STEP_GRADS == WEIGHT_STEP_GRADS

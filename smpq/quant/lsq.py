@@ -18,6 +18,7 @@ from torch import nn
 STEP_EPS = 1e-8  # the smallest step a quantizer uses (see ``positive_step``)
 INIT_CANDIDATES = 100  # clipping ranges tried by the MSE initialisation
 INIT_MIN_FRACTION = 0.05  # smallest clipping range tried, as a fraction of max|x|
+WEIGHT_STEP_GRADS = ("channel", "tensor")  # N of g for per-channel steps (``set_weight_step_grad``)
 INIT_CHUNK_ELEMENTS = 2**24  # bounds the [C, candidates, N] error tensor (64 MiB in float32)
 
 
@@ -165,7 +166,7 @@ def set_weight_step_grad(model: nn.Module, mode: str) -> nn.Module:
     the weights of the layer, as per-tensor LSQ and lsq-net's per-channel quantizer count them: a step update
     sqrt(C) times smaller, so that small steps (8-bit weights of a depthwise conv, N = 9) are not carried past
     zero (docs/RESULTS.md §0n). Activation steps are per tensor either way. Returns ``model``."""
-    if mode not in ("channel", "tensor"):
+    if mode not in WEIGHT_STEP_GRADS:
         raise ValueError(f"weight step gradient scale must be 'channel' or 'tensor', got {mode!r}")
     for module in model.modules():
         if isinstance(module, LSQQuantizer) and module.channels is not None:
