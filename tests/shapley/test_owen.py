@@ -90,11 +90,16 @@ def test_exact_estimator_refuses_large_games():
         shapley_values(lambda m: 0.0, 17, seed=0, max_permutations=2, estimator="exact")
 
 
-def test_batch_standard_error_is_over_the_per_sample_values():
-    """Additive per-sample game: φ_i on sample s is w[i, s], so the batch stderr is std_s(w[i]) / √S."""
-    weights = np.random.default_rng(0).normal(size=(7, 50))
+def additive_owen(seed: int, samples: int):
+    """An additive per-sample game (φ_i on sample s is w[i, s]) and its ``owen`` estimate over 4 orderings."""
+    weights = np.random.default_rng(seed).normal(size=(7, samples))
     game = lambda mask: weights[mask].sum(axis=0)  # noqa: E731
-    result = shapley_values(game, 7, seed=0, max_permutations=4, estimator="owen", groups=GROUPS)
+    return weights, shapley_values(game, 7, seed=0, max_permutations=4, estimator="owen", groups=GROUPS)
+
+
+def test_batch_standard_error_is_over_the_per_sample_values():
+    """Additive per-sample game: the batch stderr is std_s(w[i]) / √S."""
+    weights, result = additive_owen(seed=0, samples=50)
     assert np.allclose(result.values, weights.mean(axis=1), atol=1e-12)
     assert np.allclose(result.batch_stderr, weights.std(axis=1, ddof=1) / np.sqrt(50), atol=1e-12)
     assert np.allclose(result.stderr, 0, atol=1e-12)  # additive: every ordering gives the same values
@@ -106,9 +111,7 @@ def test_owen_needs_groups():
 
 
 def test_halves_are_estimates_from_disjoint_units_and_samples():
-    weights = np.random.default_rng(1).normal(size=(7, 40))
-    game = lambda mask: weights[mask].sum(axis=0)  # noqa: E731
-    result = shapley_values(game, 7, seed=0, max_permutations=4, estimator="owen", groups=GROUPS)
+    weights, result = additive_owen(seed=1, samples=40)
     assert np.allclose(result.halves, [weights[:, 0::2].mean(axis=1), weights[:, 1::2].mean(axis=1)], atol=1e-12)
     # a scalar game: the first and the second half of the antithetic pairs
     method = {"estimator": "owen", "groups": GROUPS}
