@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smpq.config import Params, as_flat_dict, load_params
+from smpq.config import STEP_GRADS, Params, as_flat_dict, load_params
 from smpq.errors import ConfigError
+from smpq.quant.lsq import WEIGHT_STEP_GRADS
 from smpq.shapley.estimate import make_sampler, shapley_values
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -185,7 +186,4 @@ def test_model_name_is_checked_on_load_against_the_registry(tmp_path):
 def test_config_weight_step_grads_are_the_quantizers():
     """``finetune.weight_step_grad`` is checked on load against ``smpq.config.STEP_GRADS``, which must name
     exactly what ``smpq.quant.set_weight_step_grad`` accepts (config does not import torch)."""
-    from smpq.config import STEP_GRADS
-    from smpq.quant.lsq import WEIGHT_STEP_GRADS
-
     assert STEP_GRADS == WEIGHT_STEP_GRADS

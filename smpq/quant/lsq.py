@@ -167,7 +167,8 @@ def set_weight_step_grad(model: nn.Module, mode: str) -> nn.Module:
     sqrt(C) times smaller, so that small steps (8-bit weights of a depthwise conv, N = 9) are not carried past
     zero (docs/RESULTS.md §0n). Activation steps are per tensor either way. Returns ``model``."""
     if mode not in WEIGHT_STEP_GRADS:
-        raise ValueError(f"weight step gradient scale must be 'channel' or 'tensor', got {mode!r}")
+        allowed = " or ".join(map(repr, WEIGHT_STEP_GRADS))
+        raise ValueError(f"weight step gradient scale must be {allowed}, got {mode!r}")
     for module in model.modules():
         if isinstance(module, LSQQuantizer) and module.channels is not None:
             module.tensor_grad_scale = mode == "tensor"
